@@ -1,0 +1,5 @@
+import sys
+
+from ffray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Face engine: plain functions and classes on numpy arrays (BGR uint8 frames). No Ray import here."""

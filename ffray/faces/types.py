@@ -41,11 +41,19 @@ class Face:
 class FaceAnalyser(Protocol):
     """Detects faces (and runs landmarker and recognizer) on a batch of frames."""
 
+    model_hashes: dict[str, str]  # model name -> sha256 of the file loaded (for the run report)
+
+    def face_distance(self, a: Face, b: Face) -> float:
+        """Identity distance used by reference selection (FaceFusion: (1 - cos) / 2 on embedding_norm)."""
+        ...
+
     def analyse(self, frames: Sequence[np.ndarray]) -> list[list[Face]]: ...
 
 
 class FaceSwapper(Protocol):
     """Swaps a prepared source identity into the given target faces."""
+
+    model_hashes: dict[str, str]
 
     def prepare_source(self, images: Sequence[np.ndarray], faces: Sequence[Face]) -> Any:
         """One face per source image (the largest one); returns the identity `swap` takes."""
@@ -59,6 +67,8 @@ class FaceSwapper(Protocol):
 
 
 class FaceEnhancer(Protocol):
+    model_hashes: dict[str, str]
+
     def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]: ...
 
 

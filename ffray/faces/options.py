@@ -1,0 +1,127 @@
+"""Face processing options, one dataclass, with FaceFusion's defaults and CLI flag names.
+
+Model options take a FaceFusion model name (`inswapper_128`) or `name=PATH_OR_URL` for a private
+model that follows that name's I/O contract (`inswapper_128=/models/ours.onnx`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields
+
+PACKS = ("builtin", "facefusion")
+SELECTOR_MODES = ("many", "one", "reference")
+SELECTOR_ORDERS = (
+    "left-right", "right-left", "top-bottom", "bottom-top", "small-large", "large-small", "best-worst", "worst-best",
+)
+MASK_TYPES = ("box", "occlusion", "area", "region")
+MASK_AREAS = ("upper-face", "lower-face", "mouth")
+MASK_REGIONS = (
+    "skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose", "mouth", "upper-lip",
+    "lower-lip",
+)
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    # "builtin": dlib + classical swap/enhance, no download, CPU; "facefusion": FaceFusion's ONNX models
+    pack: str = "builtin"
+    face_detector_model: str = "yolo_face"
+    face_detector_size: int = 640
+    face_detector_score: float = 0.5
+    face_detector_angles: tuple[int, ...] = (0,)
+    face_landmarker_model: str = "2dfan4"
+    face_landmarker_score: float = 0.5  # 0 disables the 68-point landmarker
+    face_recognizer_model: str = "arcface_w600k_r50"
+    face_selector_mode: str = "reference"
+    face_selector_order: str = "large-small"
+    reference_face_position: int = 0
+    reference_face_distance: float = 0.3
+    reference_frame_number: int = 0
+    reference_face_image: str | None = None  # ffray: pick the reference face from an image instead of a frame
+    face_swapper_model: str = "hyperswap_1a_256"
+    face_swapper_pixel_boost: int | None = None  # None = the model's native size
+    face_swapper_weight: float = 0.5
+    face_enhancer_model: str | None = None  # e.g. "gfpgan_1.4"; None = no enhancer stage
+    face_enhancer_blend: int = 80
+    face_enhancer_weight: float = 0.5
+    face_mask_types: tuple[str, ...] = ("box",)
+    face_mask_blur: float = 0.3
+    face_mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    face_mask_areas: tuple[str, ...] = MASK_AREAS
+    face_mask_regions: tuple[str, ...] = MASK_REGIONS
+    face_occluder_model: str = "xseg_1"
+    face_parser_model: str = "bisenet_resnet_34"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FaceOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown face options: {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _padding(values: list[int]) -> tuple[int, int, int, int]:
+    # FaceFusion: 1-4 values, CSS order top right bottom left
+    v = list(values)
+    if len(v) == 1:
+        v = v * 4
+    elif len(v) == 2:
+        v = [v[0], v[1], v[0], v[1]]
+    elif len(v) == 3:
+        v = [v[0], v[1], v[2], v[1]]
+    return tuple(int(x) for x in v[:4])  # type: ignore[return-value]
+
+
+def add_face_arguments(parser: argparse.ArgumentParser) -> None:
+    d = FaceOptions()
+    g = parser.add_argument_group("face options (FaceFusion names and defaults)")
+    g.add_argument("--pack", choices=PACKS, default=d.pack,
+                   help="builtin: dlib + classical swap, no download; facefusion: FaceFusion's ONNX models")
+    g.add_argument("--face-detector-model", default=d.face_detector_model, metavar="NAME[=PATH]")
+    g.add_argument("--face-detector-size", type=int, default=d.face_detector_size)
+    g.add_argument("--face-detector-score", type=float, default=d.face_detector_score)
+    g.add_argument("--face-detector-angles", type=int, nargs="+", default=list(d.face_detector_angles),
+                   choices=[0, 90, 180, 270])
+    g.add_argument("--face-landmarker-model", default=d.face_landmarker_model, metavar="NAME[=PATH]")
+    g.add_argument("--face-landmarker-score", type=float, default=d.face_landmarker_score)
+    g.add_argument("--face-recognizer-model", default=d.face_recognizer_model, metavar="NAME[=PATH]")
+    g.add_argument("--face-selector-mode", choices=SELECTOR_MODES, default=d.face_selector_mode)
+    g.add_argument("--face-selector-order", choices=SELECTOR_ORDERS, default=d.face_selector_order)
+    g.add_argument("--reference-face-position", type=int, default=d.reference_face_position)
+    g.add_argument("--reference-face-distance", type=float, default=d.reference_face_distance)
+    g.add_argument("--reference-frame-number", type=int, default=d.reference_frame_number)
+    g.add_argument("--reference-face-image", default=None, metavar="IMG")
+    g.add_argument("--face-swapper-model", "--swapper", dest="face_swapper_model", default=d.face_swapper_model,
+                   metavar="NAME[=PATH]")
+    g.add_argument("--face-swapper-pixel-boost", type=int, default=None)
+    g.add_argument("--face-swapper-weight", type=float, default=d.face_swapper_weight)
+    g.add_argument("--face-enhancer-model", "--enhancer", dest="face_enhancer_model", default=None,
+                   metavar="NAME[=PATH]", help="enable the face enhancer with this model (default: off)")
+    g.add_argument("--face-enhancer-blend", type=int, default=d.face_enhancer_blend)
+    g.add_argument("--face-enhancer-weight", type=float, default=d.face_enhancer_weight)
+    g.add_argument("--face-mask-types", nargs="+", choices=MASK_TYPES, default=list(d.face_mask_types))
+    g.add_argument("--face-mask-blur", type=float, default=d.face_mask_blur)
+    g.add_argument("--face-mask-padding", type=int, nargs="+", default=list(d.face_mask_padding))
+    g.add_argument("--face-mask-areas", nargs="+", choices=MASK_AREAS, default=list(d.face_mask_areas))
+    g.add_argument("--face-mask-regions", nargs="+", choices=MASK_REGIONS, default=list(d.face_mask_regions))
+    g.add_argument("--face-occluder-model", default=d.face_occluder_model, metavar="NAME[=PATH]")
+    g.add_argument("--face-parser-model", default=d.face_parser_model, metavar="NAME[=PATH]")
+
+
+def face_options_from_args(args: argparse.Namespace) -> FaceOptions:
+    values = {}
+    for f in fields(FaceOptions):
+        if not hasattr(args, f.name):
+            continue
+        v = getattr(args, f.name)
+        if f.name == "face_mask_padding":
+            v = _padding(v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        values[f.name] = v
+    return FaceOptions(**values)

@@ -47,7 +47,10 @@ class FaceAnalyser(Protocol):
         """Identity distance used by reference selection (FaceFusion: (1 - cos) / 2 on embedding_norm)."""
         ...
 
-    def analyse(self, frames: Sequence[np.ndarray]) -> list[list[Face]]: ...
+    def analyse(self, frames: Sequence[np.ndarray], embed: bool | None = None) -> list[list[Face]]:
+        """Faces per frame. `embed`: compute embeddings (None = only where the options need them,
+        i.e. reference selection; True for source images)."""
+        ...
 
 
 class FaceSwapper(Protocol):

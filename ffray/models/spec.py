@@ -41,6 +41,8 @@ class ModelSpec:
     converter: str | None = None  # embedding converter model name (ghost, simswap, hififace)
     pixel_boost: tuple[int, ...] = ()  # allowed pixel-boost sizes (swappers)
     precision: str = "fp32"
+    # shape the graph's last initializer must have (inswapper: the 512x512 emap FaceFusion reads)
+    last_initializer_shape: tuple[int, ...] | None = None
 
     @property
     def hash_file_name(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -366,13 +367,19 @@ class ModelStore:
             elif resumed:
                 log.info("resuming %s at byte %d", part.name, offset)
             with open(part, "ab" if resumed else "wb") as dst:
-                while chunk := response.read(CHUNK):
-                    dst.write(chunk)
+                try:
+                    while chunk := response.read(CHUNK):
+                        dst.write(chunk)
+                except (http.client.HTTPException, OSError) as exc:
+                    if isinstance(exc, http.client.IncompleteRead):
+                        dst.write(exc.partial)
+                    raise OSError(f"download interrupted after {dst.tell()} bytes ({type(exc).__name__}); "
+                                  "rerun to resume") from None
             expected_length = response.headers.get("Content-Length")
         if expected_length is not None:
             got = part.stat().st_size - (offset if resumed else 0)
             if got < int(expected_length):
-                raise OSError(f"connection closed after {got} of {expected_length} bytes; rerun to resume")
+                raise OSError(f"download interrupted: got {got} of {expected_length} bytes; rerun to resume")
 
     @contextlib.contextmanager
     def _open(self, location: str):

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from ffray.pipeline.stages import JobTable, detect_rows
+
+
+class FaceDetectorStage:
+    """Detector pool: analyser (detector + landmarker + recognizer where needed) and face selection."""
+
+    def __init__(self, table: JobTable):
+        from ffray.faces.packs import load_analyser
+
+        self.table = table
+        self.analyser = load_analyser(table.options, table.execution_options("detector"), table.store())
+
+    def __call__(self, batch: dict) -> dict:
+        return detect_rows(batch, self.analyser, self.table)

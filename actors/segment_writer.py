@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from ffray.pipeline.stages import JobTable, write_rows
+
+
+class SegmentWriterStage:
+    """CPU pool: encodes each chunk to its segment file (atomic, deterministic path); emits metadata only."""
+
+    def __init__(self, table: JobTable):
+        self.table = table
+
+    def __call__(self, batch: dict) -> dict:
+        return write_rows(batch, self.table)

@@ -1,0 +1,229 @@
+"""Every knob of the distributed pipeline in one place: defaults < config file < command-line flags.
+
+A config file (TOML, YAML or JSON) has two optional sections:
+
+    [pipeline]               # PipelineConfig fields
+    chunk_frames = 48
+    work_dir = "/shared/ffray-work"
+    [pipeline.swapper]       # StageConfig fields, per stage: detector, swapper, enhancer, writer
+    max_actors = 4
+    num_gpus = 0.5
+    [face]                   # FaceOptions fields (ffray.faces.options)
+    pack = "facefusion"
+    face_swapper_model = "inswapper_128"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ffray.errors import InputError
+
+FACE_STAGES = ("detector", "swapper", "enhancer")
+STAGES = (*FACE_STAGES, "writer")
+# GPU share a face stage asks for when the cluster has GPUs and the user set none (swapping is the
+# heaviest model: it gets the largest share).
+AUTO_GPU_SHARE = {"detector": 0.25, "swapper": 0.5, "enhancer": 0.25, "writer": 0.0}
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    min_actors: int = 1
+    max_actors: int = 1
+    num_gpus: float | None = None  # None = auto: AUTO_GPU_SHARE when the cluster has GPUs, else 0
+    num_cpus: float = 1.0
+    batch_size: int = 1  # chunks per actor call (Ray batch size)
+    model_batch_size: int = 8  # frames (detector) / frames with faces (swapper, enhancer) per model call
+
+    def validate(self, name: str) -> None:
+        if self.min_actors < 1 or self.max_actors < self.min_actors:
+            raise InputError(f"--{name}-actors: need 1 <= min <= max, got {self.min_actors}..{self.max_actors}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise InputError(f"--{name}-gpus: must be >= 0, got {self.num_gpus}")
+        if self.num_gpus is not None and self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            raise InputError(f"--{name}-gpus: a share above 1 must be a whole number, got {self.num_gpus}")
+        if self.num_cpus < 0:
+            raise InputError(f"--{name}-cpus: must be >= 0, got {self.num_cpus}")
+        if self.batch_size < 1 or self.model_batch_size < 1:
+            raise InputError(f"--{name}-batch / --{name}-model-batch: must be >= 1")
+
+
+def _default_writer() -> StageConfig:
+    return StageConfig(min_actors=1, max_actors=2, num_gpus=0.0, num_cpus=1.0)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    chunk_frames: int = 48  # frames per chunk: the unit of work, of checkpointing and of lost work on a crash
+    detector: StageConfig = field(default_factory=StageConfig)
+    swapper: StageConfig = field(default_factory=StageConfig)
+    enhancer: StageConfig = field(default_factory=StageConfig)
+    writer: StageConfig = field(default_factory=_default_writer)
+    read_num_cpus: float = 1.0  # per decode task
+    # ONNX Runtime providers in order of preference; () = auto: cuda then cpu in GPU stages, cpu elsewhere
+    providers: tuple[str, ...] = ()
+    intra_op_threads: int = 0  # ONNX Runtime CPU threads per actor, 0 = ORT default
+    encoder: str | None = None  # None = the output container's default (EncodeOptions.for_output)
+    quality: int = 80
+    preset: str = "veryfast"
+    work_dir: str = "ffray-work"  # segments + ledger; on a multi-node cluster: a shared filesystem path
+    model_cache_dir: str | None = None
+    model_source: str | None = None
+    wait_for_min_actors_s: float = 600.0  # fail instead of hanging when a pool cannot be placed
+    keep_segments: bool = True  # keep segments after a successful remux (resume after a changed output)
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self, name)
+
+    def validate(self) -> None:
+        if self.chunk_frames < 1:
+            raise InputError(f"--chunk-frames: must be >= 1, got {self.chunk_frames}")
+        for name in STAGES:
+            self.stage(name).validate(name)
+        if self.read_num_cpus <= 0:
+            raise InputError("read_num_cpus: must be > 0")
+
+    def resolved(self, cluster_gpus: float) -> PipelineConfig:
+        """The config with every auto value decided for a cluster with `cluster_gpus` GPUs."""
+        updates = {}
+        for name in STAGES:
+            st = self.stage(name)
+            if st.num_gpus is None:
+                updates[name] = replace(st, num_gpus=AUTO_GPU_SHARE[name] if cluster_gpus > 0 else 0.0)
+        return replace(self, **updates)
+
+    def providers_for(self, stage: StageConfig) -> tuple[str, ...]:
+        if self.providers:
+            return self.providers
+        return ("cuda", "cpu") if (stage.num_gpus or 0) > 0 else ("cpu",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"config: unknown pipeline option(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in STAGES:
+                base = getattr(cls(), key)
+                stage_known = {f.name for f in fields(StageConfig)}
+                bad = set(value) - stage_known
+                if bad:
+                    raise InputError(f"config: unknown option(s) for stage {key}: {', '.join(sorted(bad))}")
+                values[key] = replace(base, **value)
+            elif key == "providers":
+                values[key] = tuple(value)
+            else:
+                values[key] = value
+        return cls(**values)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """{"pipeline": {...}, "face": {...}} from a TOML, YAML or JSON file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read config file ({exc.strerror or exc})") from exc
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InputError(f"{p}: config file must end in .toml, .yaml, .yml or .json")
+    except InputError:
+        raise
+    except Exception as exc:  # the parsers raise their own error types
+        raise InputError(f"{p}: not a valid {suffix[1:]} config file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: config file must hold a table/mapping at the top level")
+    unknown = set(data) - {"pipeline", "face"}
+    if unknown:
+        raise InputError(f"{p}: unknown section(s) {', '.join(sorted(unknown))} (expected pipeline, face)")
+    return {"pipeline": data.get("pipeline") or {}, "face": data.get("face") or {}}
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def _actors(text: str) -> tuple[int, int]:
+    try:
+        if "-" in text or ":" in text:
+            lo, hi = text.replace(":", "-").split("-", 1)
+            return int(lo), int(hi)
+        n = int(text)
+        return n, n
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """Stage and job flags. Every default is None so that only flags the user gave override the config."""
+    g = parser.add_argument_group("pipeline options (override the config file)")
+    g.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with [pipeline] and [face] sections")
+    g.add_argument("--work-dir", metavar="DIR", help="segments and ledger (shared path on a cluster); "
+                   "default ./ffray-work")
+    g.add_argument("--chunk-frames", type=int, metavar="N", help="frames per chunk (default 48)")
+    g.add_argument("--providers", nargs="+", choices=["tensorrt", "cuda", "cpu"],
+                   help="ONNX Runtime providers in order (default: cuda,cpu in GPU stages, else cpu)")
+    g.add_argument("--intra-op-threads", type=int, metavar="N")
+    g.add_argument("--encoder", metavar="NAME", help="video encoder (default: the output container's)")
+    g.add_argument("--quality", type=int, metavar="0-100")
+    g.add_argument("--preset", metavar="NAME")
+    g.add_argument("--read-cpus", type=float, dest="read_num_cpus", metavar="F")
+    g.add_argument("--model-cache-dir", metavar="DIR")
+    g.add_argument("--model-source", metavar="URL_OR_DIR")
+    for stage in STAGES:
+        g.add_argument(f"--{stage}-actors", type=_actors, metavar="N|MIN-MAX", help=f"{stage} actor pool size")
+        g.add_argument(f"--{stage}-gpus", type=float, metavar="F", help=f"GPU share per {stage} actor")
+        g.add_argument(f"--{stage}-cpus", type=float, metavar="F", help=f"CPUs per {stage} actor")
+        g.add_argument(f"--{stage}-batch", type=int, metavar="N", help=f"chunks per {stage} call")
+        if stage != "writer":
+            g.add_argument(f"--{stage}-model-batch", type=int, metavar="N",
+                           help=f"frames/faces per {stage} model call")
+
+
+def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, Any] | None = None
+                              ) -> PipelineConfig:
+    cfg = PipelineConfig.from_dict(file_values or {})
+    top = {}
+    for name in ("work_dir", "chunk_frames", "intra_op_threads", "encoder", "quality", "preset",
+                 "read_num_cpus", "model_cache_dir", "model_source"):
+        v = getattr(args, name, None)
+        if v is not None:
+            top[name] = v
+    if getattr(args, "providers", None):
+        top["providers"] = tuple(args.providers)
+    for stage in STAGES:
+        st = cfg.stage(stage)
+        upd: dict[str, Any] = {}
+        actors = getattr(args, f"{stage}_actors", None)
+        if actors is not None:
+            upd["min_actors"], upd["max_actors"] = actors
+        for flag, key in (("gpus", "num_gpus"), ("cpus", "num_cpus"), ("batch", "batch_size"),
+                          ("model_batch", "model_batch_size")):
+            v = getattr(args, f"{stage}_{flag}", None)
+            if v is not None:
+                upd[key] = v
+        if upd:
+            top[stage] = replace(st, **upd)
+    cfg = replace(cfg, **top)
+    cfg.validate()
+    return cfg

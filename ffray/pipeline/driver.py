@@ -1,0 +1,520 @@
+"""The driver: plan, resume, run the Ray Data pipeline, record the ledger, remux each video as soon as its
+last chunk is in, write the run report.
+
+Job identity: sha256 over each input's content hash and its source images' bytes, every option that
+changes pixels (face options, chunk length, encoder settings), the models' sha256s and the ffray
+version. Running the same command again finds the same `<work-dir>/<job_id>/` and skips every chunk whose
+segment is in the ledger and still hashes the same.
+
+Layout: `<work-dir>/<job_id>/segments/<video_id>/<chunk_index>-<chunk_id>.<ext>`, `ledger.jsonl`,
+`report.json`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ffray
+from ffray.errors import FfrayError, InputError, MediaError, ModelError, ProcessingError
+from ffray.faces.options import FaceOptions
+from ffray.faces.types import Face
+from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
+from ffray.pipeline.ledger import ChunkRecord, Ledger
+from ffray.pipeline.progress import Progress
+from ffray.pipeline.report import stage_figures, versions, write_json_atomic
+from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, to_display
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    target: str
+    output: str
+    sources: tuple[str, ...]
+    name: str = ""  # label in progress and report; default: the target's file name
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    target: str
+    output: str
+    status: str = "pending"  # pending | done | failed
+    error: str = ""
+    error_kind: str = ""  # input | model | processing
+    frames: int = 0
+    faces: int = 0
+    chunks: int = 0
+    resumed_chunks: int = 0
+    seconds: float = 0.0
+    output_info: dict = field(default_factory=dict)
+
+    def fail(self, exc: BaseException | str, kind: str = "processing") -> None:
+        self.status = "failed"
+        self.error = str(exc)
+        self.error_kind = kind
+
+    def exception(self) -> FfrayError:
+        if self.error_kind == "input":
+            return InputError(self.error)
+        if self.error_kind == "model":
+            return ModelError(self.error)
+        return ProcessingError(self.error)
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    job_dir: str
+    videos: list[VideoResult]
+    report: dict
+    report_path: str
+
+    @property
+    def ok(self) -> bool:
+        return all(v.status == "done" for v in self.videos)
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, ModelError):
+        return "model"
+    if isinstance(exc, InputError):
+        return "input"
+    return "processing"
+
+
+def _sha256_uri(uri: str) -> str:
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(uri, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _video_id(index: int, target: str) -> str:
+    stem = Path(target.rstrip("/")).stem or "video"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40]
+    return f"{index:04d}-{safe}"
+
+
+def _slim_info(info):
+    # actors need codec/time base/rotation/colour, not one pts per frame of a two-hour video
+    return dataclasses.replace(info, frame_pts=(), keyframes=())
+
+
+# --- Ray --------------------------------------------------------------------------------------------
+
+
+def connect_ray(address: str | None, config: PipelineConfig, *, quiet: bool = False,
+                num_cpus: float | None = None, num_gpus: float | None = None,
+                temp_dir: str | None = None) -> bool:
+    """Join or start Ray; True when this call started it (and the caller should shut it down).
+
+    A local Ray gets at least as many logical CPUs as the pools' minimum sizes need: logical CPUs are
+    counters, and too few deadlock the pipeline on small machines rather than fail."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": logging.WARNING,
+                              "configure_logging": True}
+    if address in (None, "", "local"):
+        need = config.read_num_cpus + sum(config.stage(s).num_cpus * config.stage(s).min_actors for s in STAGES)
+        cpus = num_cpus if num_cpus is not None else max(float(os.cpu_count() or 1), need + 1)
+        kwargs = {"address": "local", "num_cpus": int(np.ceil(cpus)), "include_dashboard": False, **common}
+        if num_gpus is not None:
+            kwargs["num_gpus"] = num_gpus
+        if temp_dir:
+            kwargs["_temp_dir"] = temp_dir
+        ray.init(**kwargs)
+    else:
+        ray.init(address=address, **common)
+    return True
+
+
+def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own per-video progress replaces Ray's bars
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False  # segments carry keys; order would only add stalls
+    ctx.wait_for_min_actors_s = config.wait_for_min_actors_s
+    if quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool):
+    """read (one task per chunk) -> detector pool -> swapper pool -> [enhancer pool] -> segment writer."""
+    import ray
+
+    from actors import FaceDetectorStage, FaceEnhancerStage, FaceSwapperStage, SegmentWriterStage
+    from ffray.pipeline.datasource import ChunkDatasource
+
+    ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=max(1, len(tasks)),
+                                  num_cpus=config.read_num_cpus)
+    stages = [("detector", FaceDetectorStage), ("swapper", FaceSwapperStage)]
+    if with_enhancer:
+        stages.append(("enhancer", FaceEnhancerStage))
+    stages.append(("writer", SegmentWriterStage))
+    for name, cls in stages:
+        st = config.stage(name)
+        ds = ds.map_batches(
+            cls,
+            fn_constructor_kwargs={"table": table},
+            compute=ray.data.ActorPoolStrategy(min_size=st.min_actors, max_size=st.max_actors),
+            num_gpus=st.num_gpus or None,
+            num_cpus=st.num_cpus,  # always explicit: Ray 2.60 gives GPU actors a whole CPU otherwise
+            batch_size=st.batch_size,
+            batch_format="numpy",
+        )
+    return ds
+
+
+# --- preparation ------------------------------------------------------------------------------------
+
+
+class _Analysis:
+    """Driver-side analyser for source images and reference faces (once per job)."""
+
+    def __init__(self, options: FaceOptions, config: PipelineConfig):
+        self.options = options
+        self.config = config
+        self._analyser = None
+
+    @property
+    def analyser(self):
+        if self._analyser is None:
+            from ffray.faces.packs import load_analyser
+            from ffray.models.sessions import ExecutionOptions
+            from ffray.models.store import ModelStore
+
+            self._analyser = load_analyser(
+                self.options, ExecutionOptions(providers=("cpu",), intra_op_threads=self.config.intra_op_threads),
+                ModelStore(cache_dir=self.config.model_cache_dir, source=self.config.model_source))
+        return self._analyser
+
+    def source_faces(self, paths: Sequence[str]) -> tuple[Face, ...]:
+        from ffray.faces.image import read_image
+        from ffray.faces.select import largest_face
+
+        faces = []
+        for path in paths:
+            image = read_image(path)
+            found = largest_face(self.analyser.analyse([image], embed=True)[0])
+            if found is None:
+                raise InputError(f"{path}: no face found in the source image")
+            faces.append(found)
+        return tuple(faces)
+
+    def reference_face(self, target: str, info, chunk_frames: int) -> Face | None:
+        """Reference mode: the face to follow, from --reference-face-image or the target's reference frame."""
+        from ffray.faces.select import choose_reference_face
+
+        opts = self.options
+        if opts.reference_face_image:
+            from ffray.faces.image import read_image
+
+            image = read_image(opts.reference_face_image)
+        else:
+            from ffray.media import decode_chunk, plan_chunks
+
+            number = opts.reference_frame_number
+            if not 0 <= number < info.frames:
+                raise InputError(f"--reference-frame-number {number}: {target} has frames 0-{info.frames - 1}")
+            chunk = next(c for c in plan_chunks(info, chunk_frames) if c.start <= number < c.end)
+            image = None
+            for frame in decode_chunk(target, chunk):
+                if frame.index == number:
+                    image = to_display(frame.image, info.rotation)
+                    break
+            if image is None:
+                raise MediaError(target, f"cannot decode reference frame {number}")
+        faces = self.analyser.analyse([image], embed=True)[0]
+        return choose_reference_face(faces, opts)
+
+    def model_hashes(self) -> dict[str, str]:
+        hashes = dict(getattr(self.analyser, "model_hashes", {}) or {})
+        if self.options.pack != "builtin":
+            from ffray.models.store import ModelStore
+
+            store = ModelStore(cache_dir=self.config.model_cache_dir, source=self.config.model_source)
+            refs = [self.options.face_swapper_model]
+            if self.options.face_enhancer_model:
+                refs.append(self.options.face_enhancer_model)
+            for ref in refs:
+                resolved = store.resolve(ref)
+                hashes[resolved.spec.name] = resolved.sha256
+        return hashes
+
+
+def _encode_for(output: str, config: PipelineConfig):
+    from ffray.media import EncodeOptions
+
+    return EncodeOptions.for_output(output, encoder=config.encoder, quality=config.quality, preset=config.preset)
+
+
+def _segment_ext(encode) -> str:
+    ext = getattr(encode, "segment_suffix", None) or getattr(encode, "segment_ext", None)
+    return ext if ext else ".mp4"
+
+
+def job_identity(entries: list[dict], options: FaceOptions, config: PipelineConfig,
+                 model_hashes: dict[str, str]) -> str:
+    ident = {
+        "ffray": ffray.__version__,
+        "videos": entries,
+        "face": options.to_dict(),
+        "pixels": {"chunk_frames": config.chunk_frames, "encoder": config.encoder, "quality": config.quality,
+                   "preset": config.preset},
+        "models": dict(sorted(model_hashes.items())),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- the job ----------------------------------------------------------------------------------------
+
+
+def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
+             address: str | None = None, progress: Progress | None = None, quiet: bool = False,
+             report_path: str | None = None, local_cpus: float | None = None,
+             local_gpus: float | None = None) -> JobResult:
+    """Swap faces in every requested video. Per-video failures are in the results (never raised);
+    only job-wide problems (no model, bad configuration) raise."""
+    from ffray.media import plan_chunks, probe
+
+    started = time.perf_counter()
+    config.validate()
+    progress = progress or Progress(quiet=True)
+    results = [VideoResult(_video_id(i, r.target), r.target, r.output) for i, r in enumerate(requests)]
+    analysis = _Analysis(options, config)
+
+    # 1. probe every input and analyse the sources: bad rows fail here, the rest go on
+    infos: dict[str, Any] = {}
+    source_sets: dict[str, SourceSet] = {}
+    source_hashes: dict[str, list[str]] = {}
+    video_sources: dict[str, str] = {}
+    for req, res in zip(requests, results, strict=True):
+        try:
+            if not req.sources:
+                raise InputError(f"{req.target}: no source image given")
+            info = probe(req.target)
+            if info.frames == 0:
+                raise MediaError(req.target, "no decodable video frames")
+            key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
+            if key not in source_sets:
+                hashes = [_sha256_uri(p) for p in req.sources]
+                faces = analysis.source_faces(req.sources)
+                source_sets[key] = SourceSet(tuple(req.sources), faces)
+                source_hashes[key] = hashes
+            infos[res.video_id] = info
+            video_sources[res.video_id] = key
+        except FfrayError as exc:
+            res.fail(exc, _kind(exc))
+        except OSError as exc:
+            res.fail(f"{req.target}: {exc}", "input")
+    model_hashes = analysis.model_hashes() if infos else {}
+
+    active = [(req, res) for req, res in zip(requests, results, strict=True) if res.video_id in infos]
+    entries = [{"content": infos[res.video_id].content_hash, "sources": source_hashes[video_sources[res.video_id]]}
+               for _, res in active]
+    job_id = job_identity(entries, options, config, model_hashes)
+    work = Path(config.work_dir).expanduser().absolute()
+    job_dir = work / job_id
+    ledger = Ledger(job_dir / "ledger.jsonl")
+
+    # 2. per-video tables, chunk plans, and what an earlier run already finished
+    from ffray.pipeline.datasource import ChunkTask
+
+    videos: dict[str, VideoJob] = {}
+    plans: dict[str, list] = {}
+    done: dict[str, dict[int, ChunkRecord]] = {}
+    tasks: list[ChunkTask] = []
+    for req, res in active:
+        info = infos[res.video_id]
+        try:
+            reference = None
+            if options.face_selector_mode == "reference":
+                reference = analysis.reference_face(req.target, info, config.chunk_frames)
+                if reference is None:
+                    log.warning("%s: no face in the reference frame: reference mode will swap nothing",
+                                req.target)
+            encode = _encode_for(req.output, config)
+            videos[res.video_id] = VideoJob(
+                video_id=res.video_id, uri=req.target, rotation=info.rotation,
+                source_key=video_sources[res.video_id], reference=reference, info=_slim_info(info),
+                segment_dir=str(job_dir / "segments" / res.video_id), encode=encode,
+                segment_ext=_segment_ext(encode))
+            chunks = plan_chunks(info, config.chunk_frames)
+        except FfrayError as exc:
+            res.fail(exc, _kind(exc))
+            continue
+        plans[res.video_id] = chunks
+        done[res.video_id] = {}
+        res.chunks = len(chunks)
+        frame_bytes = info.coded_width * info.coded_height * 3
+        for chunk in chunks:
+            rec = ledger.verified(chunk.id)
+            if rec is not None:
+                done[res.video_id][chunk.index] = rec
+            else:
+                tasks.append(ChunkTask(res.video_id, req.target, chunk, frame_bytes))
+        res.resumed_chunks = len(done[res.video_id])
+        progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
+                     resumed=sum(r.frames for r in done[res.video_id].values()))
+
+    table = JobTable(
+        job_id=job_id, face_options=options.to_dict(), videos=videos, sources=source_sets,
+        execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
+        model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
+        model_cache_dir=config.model_cache_dir, model_source=config.model_source)
+
+    # 3. run; remux each video the moment its last chunk is recorded
+    by_id = {r.video_id: r for r in results}
+    rows: list[dict[str, Any]] = []
+    remuxes: dict[str, concurrent.futures.Future] = {}
+    video_started = {vid: time.perf_counter() for vid in plans}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="remux")
+    effective = config
+    stats_text = ""
+
+    def maybe_remux(video_id: str) -> None:
+        res = by_id[video_id]
+        if res.status != "pending" or video_id in remuxes or len(done[video_id]) < len(plans[video_id]):
+            return
+        progress.set_state(video_id, "remuxing")
+        remuxes[video_id] = pool.submit(_remux_video, videos[video_id], plans[video_id], done[video_id], res)
+
+    try:
+        for vid in plans:
+            maybe_remux(vid)
+        if tasks:
+            import ray
+
+            started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus, num_gpus=local_gpus)
+            try:
+                effective = config.resolved(float(ray.cluster_resources().get("GPU", 0)))
+                table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
+                _configure_data_context(effective, quiet)
+                ds = build_dataset(tasks, table, effective, with_enhancer=bool(options.face_enhancer_model))
+                for row in ds.iter_rows():
+                    rows.append({k: v for k, v in row.items()})
+                    vid = str(row["video_id"])
+                    res = by_id[vid]
+                    if row["error"]:
+                        if res.status == "pending":
+                            res.fail(f"chunk {int(row['chunk_index'])} (frames {int(row['start'])}-"
+                                     f"{int(row['end']) - 1}): {row['error']}",
+                                     "input" if str(row["error"]).startswith("MediaError") else "processing")
+                            progress.set_state(vid, "failed", res.error)
+                        continue
+                    seconds = sum(float(row[f"{s}_s"]) for s in ("read", *STAGES) if f"{s}_s" in row)
+                    rec = ChunkRecord(video_id=vid, chunk_id=str(row["chunk_id"]),
+                                      chunk_index=int(row["chunk_index"]), start=int(row["start"]),
+                                      end=int(row["end"]), segment=str(row["segment"]), sha256=str(row["sha256"]),
+                                      frames=int(row["frames"]), faces=int(row["faces"]), seconds=seconds)
+                    ledger.append(rec)
+                    done[vid][rec.chunk_index] = rec
+                    progress.advance(vid, rec.frames)
+                    maybe_remux(vid)
+                stats_text = ds.stats()
+            finally:
+                if started_ray:
+                    ray.shutdown()
+        for vid, fut in remuxes.items():
+            fut.result()
+            res = by_id[vid]
+            res.seconds = round(time.perf_counter() - video_started[vid], 3)
+            progress.set_state(vid, res.status, res.output if res.status == "done" else res.error)
+    finally:
+        pool.shutdown(wait=True)
+        progress.close()
+
+    # a video whose chunks never all came back (should not happen without an error row) is a failure
+    for vid in plans:
+        res = by_id[vid]
+        if res.status == "pending":
+            res.fail(f"{res.target}: {len(done[vid])} of {len(plans[vid])} chunks finished")
+        if res.status == "done":
+            res.frames = sum(r.frames for r in done[vid].values())
+            res.faces = sum(r.faces for r in done[vid].values())
+
+    report = build_report(job_id, job_dir, results, rows, effective, options, model_hashes,
+                          time.perf_counter() - started, stats_text)
+    report_file = str(job_dir / "report.json")
+    write_json_atomic(report_file, report)
+    if report_path:
+        write_json_atomic(report_path, report)
+    return JobResult(job_id, str(job_dir), results, report, report_path or report_file)
+
+
+def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
+    st = config.stage(stage)
+    kw: dict[str, Any] = {"providers": config.providers_for(st), "intra_op_threads": config.intra_op_threads}
+    if st.num_gpus and 0 < st.num_gpus < 1:
+        kw["gpu_share"] = st.num_gpus
+    return kw
+
+
+def _remux_video(video: VideoJob, plan: list, done: dict[int, ChunkRecord], res: VideoResult) -> None:
+    from ffray.media import remux
+
+    try:
+        segments = [done[c.index].segment for c in plan]
+        out = remux(video.uri, segments, res.output)
+        res.output_info = out.to_json() if hasattr(out, "to_json") else (
+            dataclasses.asdict(out) if dataclasses.is_dataclass(out) else {})
+        res.status = "done"
+    except FfrayError as exc:
+        res.fail(exc, _kind(exc))
+    except Exception as exc:  # remux of one video must not lose the others
+        res.fail(f"{res.output}: remux failed: {type(exc).__name__}: {exc}")
+
+
+def build_report(job_id: str, job_dir: Path, results: list[VideoResult], rows: list[dict], config: PipelineConfig,
+                 options: FaceOptions, model_hashes: dict[str, str], seconds: float, stats_text: str) -> dict:
+    frames_run = sum(int(r["frames"]) for r in rows if not r["error"])
+    per_video = [
+        {"video_id": v.video_id, "target": v.target, "output": v.output, "status": v.status, "error": v.error,
+         "frames": v.frames, "faces": v.faces, "chunks": v.chunks, "resumed_chunks": v.resumed_chunks,
+         "seconds": v.seconds, "output_info": v.output_info}
+        for v in results
+    ]
+    return {
+        "job_id": job_id,
+        "job_dir": str(job_dir),
+        "videos": per_video,
+        "stages": stage_figures([r for r in rows if not r["error"]]),
+        "totals": {
+            "videos": len(results),
+            "succeeded": sum(v.status == "done" for v in results),
+            "failed": sum(v.status == "failed" for v in results),
+            "frames": sum(v.frames for v in results),
+            "faces": sum(v.faces for v in results),
+            "frames_processed_this_run": frames_run,
+            "chunks_processed_this_run": sum(1 for r in rows if not r["error"]),
+            "chunks_resumed": sum(v.resumed_chunks for v in results),
+            "seconds": round(seconds, 3),
+            "frames_per_second": round(frames_run / seconds, 2) if seconds > 0 else None,
+        },
+        "config": config.to_dict(),
+        "face_options": options.to_dict(),
+        "versions": versions(),
+        "models": model_hashes,
+        "ray_stats": stats_text,
+    }

@@ -1,0 +1,314 @@
+"""What each pipeline stage does to a batch of chunk rows. Plain Python on numpy: the Ray actor classes
+in `actors/` only load their component in `__init__` and call these functions.
+
+A row is one chunk of one video (see datasource.py). Columns every row keeps from read to write:
+`video_id`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), and per stage S
+`S_s` (busy seconds), `S_calls` (share of one call), `S_in`/`S_out` (bytes of the row entering/leaving
+S: what crosses the object store at that boundary). A row whose `error` is set passes through every
+stage untouched, so a bad chunk fails its video without stopping the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ffray.errors import FfrayError
+from ffray.faces.options import FaceOptions
+from ffray.faces.types import FACE_COLUMNS, Face, pack_faces, unpack_faces
+
+KEY_COLUMNS = ("video_id", "chunk_id", "chunk_index", "start", "end")
+
+
+@dataclass
+class VideoJob:
+    """Per-video parameters every stage can look up by `video_id` (small: no frames, no frame lists)."""
+
+    video_id: str
+    uri: str
+    rotation: int  # clockwise degrees to display (VideoInfo.rotation)
+    source_key: str
+    reference: Face | None = None  # reference mode: the face to match, with its embedding
+    info: Any = None  # VideoInfo without the per-frame lists: what the segment encoder needs
+    segment_dir: str = ""
+    encode: Any = None  # EncodeOptions for this video's segments (depends on the output container)
+    segment_ext: str = ".mp4"
+
+
+@dataclass
+class SourceSet:
+    paths: tuple[str, ...]
+    faces: tuple[Face, ...]  # the largest face of each source image, analysed once by the driver
+
+
+@dataclass
+class JobTable:
+    """Given to every actor at construction. Kept small: weights load from paths inside the actor."""
+
+    job_id: str
+    face_options: dict
+    videos: dict[str, VideoJob]
+    sources: dict[str, SourceSet]
+    execution: dict[str, dict] = field(default_factory=dict)  # stage -> ExecutionOptions kwargs
+    model_batch: dict[str, int] = field(default_factory=dict)  # stage -> frames per model call
+    model_cache_dir: str | None = None
+    model_source: str | None = None
+
+    @property
+    def options(self) -> FaceOptions:
+        return FaceOptions.from_dict(self.face_options)
+
+    def execution_options(self, stage: str):
+        from ffray.models.sessions import ExecutionOptions
+
+        return ExecutionOptions(**self.execution.get(stage, {}))
+
+    def store(self):
+        from ffray.models.store import ModelStore
+
+        return ModelStore(cache_dir=self.model_cache_dir, source=self.model_source)
+
+
+# --- orientation ---------------------------------------------------------------------------------
+
+
+def to_display(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Coded -> upright (what a player shows): turn `rotation` degrees clockwise. Lossless."""
+    k = (rotation // 90) % 4
+    return image if k == 0 else np.ascontiguousarray(np.rot90(image, -k))
+
+
+def to_coded(image: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return image if k == 0 else np.ascontiguousarray(np.rot90(image, k))
+
+
+# --- batch plumbing ------------------------------------------------------------------------------
+
+
+def row_count(batch: dict[str, np.ndarray]) -> int:
+    return len(batch["chunk_id"])
+
+
+def row_nbytes(batch: dict[str, Any], i: int) -> int:
+    total = 0
+    for value in batch.values():
+        item = value[i]
+        total += item.nbytes if isinstance(item, np.ndarray) else np.asarray(item).nbytes
+    return int(total)
+
+
+def column(values: Sequence[np.ndarray]) -> np.ndarray:
+    """One column from per-row arrays: stacked when shapes agree, else ragged (Arrow variable-shaped)."""
+    arrays = [np.asarray(v) for v in values]
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    out = np.empty(len(arrays), dtype=object)
+    out[:] = arrays
+    return out
+
+
+def frames_of(batch: dict[str, Any], i: int) -> np.ndarray:
+    return np.asarray(batch["frames"][i])
+
+
+def faces_of(batch: dict[str, Any], i: int, frame_count: int) -> list[list[Face]]:
+    packed = {name: np.asarray(batch[f"face_{name}" if name != "face_frame" else name][i])
+              for name in FACE_COLUMNS}
+    return unpack_faces(packed, frame_count)
+
+
+def packed_face_columns(packed_rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out = {}
+    for name in FACE_COLUMNS:
+        key = name if name == "face_frame" else f"face_{name}"
+        out[key] = column([p[name] for p in packed_rows])
+    return out
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, FfrayError):
+        return f"{type(exc).__name__}: {exc}"
+    # an unexpected failure: keep the last frame of the traceback so the report points at the code
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[str, Any]],
+              models: dict[str, str]) -> dict[str, Any]:
+    """Apply `per_row(i) -> {column: value}` to each row, catch per-row failures into `error`, and add
+    the stage's accounting columns. Columns not returned by `per_row` are kept as they came."""
+    n = row_count(batch)
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    in_bytes = [row_nbytes(batch, i) for i in range(n)]
+    for i in range(n):
+        if str(batch["error"][i]):
+            results.append({})
+            continue
+        try:
+            results.append(per_row(i))
+        except Exception as exc:  # a chunk that cannot be processed fails its video, not the dataset
+            results.append({"error": error_text(exc)})
+    elapsed = time.perf_counter() - started
+    out: dict[str, Any] = {}
+    keys = list(batch.keys())
+    for r in results:
+        keys += [k for k in r if k not in keys]
+    for key in keys:
+        values = [r[key] if key in r else _passthrough(batch, key, i, r) for i, r in enumerate(results)]
+        out[key] = column(values) if key not in ("error",) else np.array(values, dtype=object)
+    out["error"] = np.array([str(v) for v in out["error"]], dtype=object)
+    out[f"{stage}_s"] = np.full(n, elapsed / max(n, 1))
+    out[f"{stage}_calls"] = np.full(n, 1.0 / max(n, 1))
+    out[f"{stage}_in"] = np.array(in_bytes, dtype=np.int64)
+    out[f"{stage}_models"] = np.array([json.dumps(models, sort_keys=True)] * n, dtype=object)
+    out[f"{stage}_out"] = np.array([row_nbytes(out, i) for i in range(n)], dtype=np.int64)
+    return out
+
+
+def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]) -> Any:
+    if key in batch:
+        return batch[key][i]
+    # a column this stage adds but did not produce for row i (error row): an empty placeholder
+    if key == "faces":
+        return np.int64(0)
+    if key.startswith("face_") or key == "face_frame":
+        return _EMPTY_FACES[key]
+    if key == "frames":
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    if key in ("segment", "sha256"):
+        return ""
+    raise KeyError(f"stage produced column {key!r} for some rows only")
+
+
+_EMPTY_FACES = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in pack_faces([]).items()}
+
+
+def model_batches(count: int, size: int):
+    for start in range(0, count, size):
+        yield range(start, min(start + size, count))
+
+
+# --- the face stages -------------------------------------------------------------------------------
+
+
+def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None) -> dict[str, Any]:
+    """Detector stage: analyse every frame (upright), select the faces to process, pack them."""
+    from ffray.faces.select import select_faces
+
+    options = table.options
+    size = table.model_batch.get("detector", 8)
+    dist = distance or analyser.face_distance
+
+    def per_row(i: int) -> dict[str, Any]:
+        video = table.videos[str(batch["video_id"][i])]
+        frames = frames_of(batch, i)
+        upright = [to_display(f, video.rotation) for f in frames]
+        faces: list[list[Face]] = []
+        for idx in model_batches(len(upright), size):
+            faces += analyser.analyse([upright[j] for j in idx])
+        selected = [select_faces(f, options, reference=video.reference, distance=dist) for f in faces]
+        packed = pack_faces(selected)
+        cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
+        cols["faces"] = np.int64(len(packed["face_frame"]))
+        return cols
+
+    return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}))
+
+
+def _apply_to_faces(batch: dict[str, Any], i: int, table: JobTable, size: int,
+                    apply: Callable[[list[np.ndarray], list[list[Face]]], list[np.ndarray]]) -> dict[str, Any]:
+    video = table.videos[str(batch["video_id"][i])]
+    frames = frames_of(batch, i)
+    faces = faces_of(batch, i, len(frames))
+    with_faces = [j for j, f in enumerate(faces) if f]
+    if not with_faces:
+        return {}  # nothing to change: frames pass through as they came
+    out = np.array(frames, copy=True)
+    for idx in model_batches(len(with_faces), size):
+        picked = [with_faces[k] for k in idx]
+        results = apply([to_display(frames[j], video.rotation) for j in picked], [faces[j] for j in picked])
+        for j, image in zip(picked, results, strict=True):
+            out[j] = to_coded(image, video.rotation)
+    return {"frames": out}
+
+
+class SourceCache:
+    """Prepared source identities per source set, computed once per actor."""
+
+    def __init__(self, swapper, table: JobTable, read_image: Callable[[str], np.ndarray]):
+        self.swapper = swapper
+        self.table = table
+        self.read_image = read_image
+        self.prepared: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        if key not in self.prepared:
+            source = self.table.sources[key]
+            images = [self.read_image(p) for p in source.paths]
+            self.prepared[key] = self.swapper.prepare_source(images, list(source.faces))
+        return self.prepared[key]
+
+
+def swap_rows(batch: dict[str, Any], swapper, sources: SourceCache, table: JobTable) -> dict[str, Any]:
+    size = table.model_batch.get("swapper", 8)
+
+    def per_row(i: int) -> dict[str, Any]:
+        video = table.videos[str(batch["video_id"][i])]
+        source = sources.get(video.source_key)
+        return _apply_to_faces(batch, i, table, size, lambda fr, fa: swapper.swap(fr, fa, source))
+
+    return run_stage("swapper", batch, per_row, dict(getattr(swapper, "model_hashes", {}) or {}))
+
+
+def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable) -> dict[str, Any]:
+    size = table.model_batch.get("enhancer", 8)
+
+    def per_row(i: int) -> dict[str, Any]:
+        return _apply_to_faces(batch, i, table, size, enhancer.enhance)
+
+    return run_stage("enhancer", batch, per_row, dict(getattr(enhancer, "model_hashes", {}) or {}))
+
+
+def segment_path(segment_dir: str, chunk_index: int, chunk_id: str, ext: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in chunk_id)
+    return f"{segment_dir.rstrip('/')}/{chunk_index:06d}-{safe}{ext}"
+
+
+RESULT_COLUMNS = (*KEY_COLUMNS, "error", "segment", "sha256", "frames", "faces")
+
+
+def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
+    """Segment writer: encode each chunk to its deterministic segment path (atomic) and keep only
+    metadata: the frames end here."""
+    from ffray.media import encode_segment
+
+    def per_row(i: int) -> dict[str, Any]:
+        video = table.videos[str(batch["video_id"][i])]
+        frames = frames_of(batch, i)
+        pts = np.asarray(batch["pts"][i])
+        dest = segment_path(video.segment_dir, int(batch["chunk_index"][i]), str(batch["chunk_id"][i]),
+                            video.segment_ext)
+        seg = encode_segment(((frames[j], int(pts[j])) for j in range(len(frames))), dest, video.info,
+                             video.encode)
+        if seg.frames != len(frames):
+            raise RuntimeError(f"segment {dest}: wrote {seg.frames} of {len(frames)} frames")
+        return {"segment": dest, "sha256": seg.sha256}
+
+    out = run_stage("writer", batch, per_row, {})
+    n = row_count(batch)
+    result: dict[str, Any] = {k: out[k] for k in out if k not in ("frames", "frame_index", "pts")
+                              and not k.startswith("face_") and k != "face_frame"}
+    result["frames"] = np.array([len(frames_of(batch, i)) for i in range(n)], dtype=np.int64)
+    for key in ("segment", "sha256"):
+        result[key] = np.array([str(v) if v is not None else "" for v in out.get(key, [""] * n)], dtype=object)
+    result["writer_out"] = np.array([row_nbytes(result, i) for i in range(n)], dtype=np.int64)
+    return result

@@ -29,6 +29,8 @@ ORT_DTYPES = {
 
 
 def _dims(shape) -> str:
+    if len(shape) == 0:
+        return "scalar"
     return "x".join("?" if d is None or isinstance(d, str) else str(d) for d in shape)
 
 
@@ -64,10 +66,12 @@ def contract_problems(spec: ModelSpec, session: onnxruntime.InferenceSession,
         problems.append(f"has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}), expected "
                         f"{len(spec.inputs)} ({', '.join(t.name for t in spec.inputs)})")
     else:
+        # ORT feeds by name, so inputs pair up by name; the leftovers pair in order to report a rename
+        expected_names = {t.name for t in spec.inputs}
+        leftover = iter([i for i in inputs if i.name not in expected_names])
         by_name = {i.name: i for i in inputs}
-        for position, expected in enumerate(spec.inputs):
-            # ORT feeds by name, so match inputs by name; fall back to position to report a rename
-            found = by_name.get(expected.name, inputs[position])
+        for expected in spec.inputs:
+            found = by_name.get(expected.name) or next(leftover)
             problems += tensor_problems("input", expected, found.name, found.shape, found.type)
     if spec.outputs:
         if len(outputs) < len(spec.outputs):

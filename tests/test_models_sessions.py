@@ -110,3 +110,9 @@ def test_unloadable_file_is_a_model_error(tmp_path):
         create_session(bad)
     with pytest.raises(ModelError, match=r"absent\.onnx: model file not found"):
         create_session(tmp_path / "absent.onnx")
+
+
+def test_options_from_json_kwargs():
+    assert ExecutionOptions(providers=["cuda", "cpu"]).providers == ("cuda", "cpu")
+    assert ExecutionOptions(providers="cuda").providers == ("cuda",)
+    assert ExecutionOptions(providers=["cuda"]) == ExecutionOptions(providers=("cuda",))

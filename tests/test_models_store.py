@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import shutil
 import socket
 import threading
@@ -343,3 +344,17 @@ def test_env_defaults(tmp_path, monkeypatch, source):
     monkeypatch.delenv("FFRAY_MODEL_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert ModelStore().cache_dir == tmp_path / "home" / ".cache" / "ffray" / "models"
+
+
+def test_record_that_disagrees_with_the_pinned_hash_is_not_trusted(tmp_path, source):
+    cache = tmp_path / "cache"
+    store = ModelStore(cache_dir=cache, source=str(source))
+    path = store.resolve("yunet").path
+    record_path = cache / "yunet_2023_mar.onnx.verified"
+    record = json.loads(record_path.read_text())
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")  # swapped file...
+    stat = path.stat()
+    record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256="0" * 64)  # ...with a forged record
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="corrupt"):
+        store.resolve("yunet", download=False)

@@ -47,6 +47,9 @@ class ExecutionOptions:
     intra_op_threads: int = 0  # CPU threads; 0 = ORT default
 
     def __post_init__(self) -> None:
+        # configs arrive as JSON/Ray kwargs: accept a list, or one provider as a string
+        providers = (self.providers,) if isinstance(self.providers, str) else tuple(self.providers)
+        object.__setattr__(self, "providers", providers)
         unknown = [p for p in self.providers if p not in PROVIDER_NAMES]
         if unknown or not self.providers:
             raise ValueError(f"execution providers must be among {', '.join(PROVIDER_NAMES)}; got {self.providers}")

@@ -197,7 +197,10 @@ class ModelStore:
         with self._lock(spec):
             if path.is_file() and not force:
                 record = self._read_record(path)
-                if record is not None and self._record_matches(path, record):
+                # a record made before the registry pinned (or re-pinned) a hash is not trusted
+                if (record is not None and self._record_matches(path, record)
+                        and (spec.sha256 is None or record.get("sha256") == spec.sha256)
+                        and (spec.crc32 is None or record.get("crc32") == spec.crc32)):
                     return ResolvedModel(spec, path, record["sha256"], origin=record.get("origin"))
                 try:
                     return self._verify_cached(spec, path, allow_fetch_hash=download)

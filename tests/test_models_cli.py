@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import zlib
@@ -42,6 +43,8 @@ def test_list_pull_verify_cycle(capsys, dirs):
     status = {r["name"]: r["status"] for r in rows}
     assert status == {"yolo_face": "missing", "scrfd": "verified", "retinaface": "missing", "yunet": "verified"}
     assert {r["name"]: r["commercial"] for r in rows}["yunet"] is True
+    scrfd = next(r for r in rows if r["name"] == "scrfd")
+    assert scrfd["sha256"] == hashlib.sha256((cache / "scrfd_2.5g.onnx").read_bytes()).hexdigest()
 
     code, rows = run_json(capsys, ["models", "verify", "--json", *store_args])
     assert code == 0 and sorted(r["name"] for r in rows) == ["scrfd", "yunet"]

@@ -85,6 +85,7 @@ def _list(store, args) -> int:
             "name": spec.name, "kind": spec.kind, "type": spec.type, "file": spec.file_name,
             "release": spec.release, "license": spec.license, "commercial": spec.commercial,
             "status": store.status(spec.name), "path": str(store.path_for(spec)),
+            "crc32": spec.crc32, "sha256": spec.sha256 or store.recorded_sha256(spec.name),
         })
     if args.json:
         json.dump(rows, sys.stdout, indent=1)

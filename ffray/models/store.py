@@ -170,6 +170,12 @@ class ModelStore:
             return "unverified"
         return "verified" if self._record_matches(path, record) else "changed"
 
+    def recorded_sha256(self, name: str) -> str | None:
+        """The sha256 recorded when the cached file was last verified, if it is still that file."""
+        path = self.path_for(name)
+        record = self._read_record(path) if path.is_file() else None
+        return record.get("sha256") if record is not None and self._record_matches(path, record) else None
+
     def path_for(self, spec: ModelSpec | str) -> Path:
         spec = get_spec(spec) if isinstance(spec, str) else spec
         return self.cache_dir / spec.file_name

@@ -116,3 +116,10 @@ def test_options_from_json_kwargs():
     assert ExecutionOptions(providers=["cuda", "cpu"]).providers == ("cuda", "cpu")
     assert ExecutionOptions(providers="cuda").providers == ("cuda",)
     assert ExecutionOptions(providers=["cuda"]) == ExecutionOptions(providers=("cuda",))
+
+
+def test_tensorrt_without_cuda_is_kept_but_warned(caplog):
+    with caplog.at_level(logging.WARNING, logger="ffray.models.sessions"):
+        chain = provider_chain(ExecutionOptions(providers=("tensorrt",)), ALL)
+    assert [name for name, _ in chain] == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert any("TensorRT requested without CUDA" in r.getMessage() for r in caplog.records)

@@ -122,7 +122,12 @@ def provider_chain(
             options = {}
         if name not in [n for n, _ in chain]:
             chain.append((name, options))
-    if PROVIDER_NAMES["cpu"] not in [n for n, _ in chain]:
+    names = [n for n, _ in chain]
+    if (PROVIDER_NAMES["tensorrt"] in names and PROVIDER_NAMES["cuda"] not in names
+            and PROVIDER_NAMES["cuda"] in available):
+        log.warning("TensorRT requested without CUDA: nodes TensorRT cannot take will run on the CPU; "
+                    "request providers tensorrt, cuda, cpu")
+    if PROVIDER_NAMES["cpu"] not in names:
         chain.append((PROVIDER_NAMES["cpu"], {}))
     return chain
 

@@ -219,12 +219,17 @@ class ModelStore:
             if not download:
                 raise ModelError(
                     f"{path.name}: {spec.name} is not in the cache {self.cache_dir} and downloads are off "
-                    f"(expected {self._pinned(spec).describe()}); " + SUPPLY_HINT.format(cache=self.cache_dir)
+                    f"(expected {self._expected_text(spec)}); " + SUPPLY_HINT.format(cache=self.cache_dir)
                 )
             return self._download(spec, path)
 
     def _pinned(self, spec: ModelSpec) -> _Expected:
         return _Expected(spec.sha256, spec.crc32, "pinned in the registry")
+
+    def _expected_text(self, spec: ModelSpec) -> str:
+        if spec.sha256 or spec.crc32:
+            return self._pinned(spec).describe()
+        return f"the crc32 in FaceFusion's {spec.hash_file_name}"
 
     def _verify_cached(self, spec: ModelSpec, path: Path, allow_fetch_hash: bool) -> ResolvedModel:
         expected = self._pinned(spec)
@@ -288,7 +293,7 @@ class ModelStore:
             return ResolvedModel(spec, path, sha256, origin=url)
         raise ModelError(
             f"{spec.file_name}: {spec.name} is not in the cache {self.cache_dir} and could not be fetched "
-            f"(expected {self._pinned(spec).describe() if (spec.sha256 or spec.crc32) else 'crc32 from its .hash'}; "
+            f"(expected {self._expected_text(spec)}; "
             f"{'; '.join(reasons)}); " + SUPPLY_HINT.format(cache=self.cache_dir)
         )
 

@@ -7,7 +7,6 @@ line only while its segment file still exists and hashes to the recorded sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,14 +25,6 @@ class ChunkRecord:
     frames: int
     faces: int
     seconds: float  # busy seconds over all stages for this chunk
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Ledger:
@@ -67,6 +58,8 @@ class Ledger:
         rec = self.records.get(chunk_id)
         if rec is None or not os.path.isfile(rec.segment):
             return None
+        from ffray.media.encode import file_sha256
+
         if file_sha256(rec.segment) != rec.sha256:
             return None
         return rec

@@ -1,0 +1,140 @@
+"""Fixtures and helpers shared by the pipeline, jobs and swap-CLI tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ffray.faces.options import FaceOptions
+from ffray.pipeline.config import PipelineConfig, StageConfig
+
+REPO = Path(__file__).resolve().parent.parent
+YUNET = "models/yunet_s_640_640.onnx"
+VIDEO = "media/video_01.mp4"
+
+
+def contract_face_options(models_dir: Path, yunet: Path, enhancer: bool = True, **overrides) -> FaceOptions:
+    """FaceFusion pack with the real YuNet detector and contract ArcFace / inswapper / GFPGAN models."""
+    from contract_models import build
+
+    values = dict(
+        pack="facefusion",
+        face_detector_model=f"yunet={yunet}",
+        face_landmarker_score=0.0,
+        face_recognizer_model=build("arcface_w600k_r50", models_dir),
+        face_swapper_model=build("inswapper_128", models_dir),
+        face_enhancer_model=build("gfpgan_1.4", models_dir) if enhancer else None,
+        face_selector_mode="many",
+    )
+    values.update(overrides)
+    return FaceOptions(**values)
+
+
+def small_config(work_dir: Path, chunk_frames: int = 16, gpus=(0.25, 0.5, 0.25), **overrides) -> PipelineConfig:
+    """Small CPU shares so that every pool fits a 2-core box (logical CPUs are counters)."""
+    det, swp, enh = gpus
+    values = dict(
+        chunk_frames=chunk_frames,
+        work_dir=str(work_dir),
+        read_num_cpus=0.5,
+        detector=StageConfig(num_gpus=det, num_cpus=0.25, model_batch_size=8),
+        swapper=StageConfig(num_gpus=swp, num_cpus=0.25, model_batch_size=8),
+        enhancer=StageConfig(num_gpus=enh, num_cpus=0.25, model_batch_size=8),
+        writer=StageConfig(num_gpus=0.0, num_cpus=0.5),
+        providers=("cpu",),
+        intra_op_threads=1,
+        wait_for_min_actors_s=120,
+    )
+    values.update(overrides)
+    return PipelineConfig(**values)
+
+
+def start_local_ray(tmp: Path, num_cpus: int = 4, num_gpus: int = 4) -> None:
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             _temp_dir=str(tmp), log_to_driver=False)
+
+
+def video_frames(path) -> tuple[list[np.ndarray], list[int]]:
+    """Every frame (BGR) and its pts, decoded sequentially."""
+    frames, pts = [], []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for frame in c.decode(stream):
+            frames.append(frame.to_ndarray(format="bgr24"))
+            pts.append(frame.pts)
+    order = np.argsort(pts, kind="stable")
+    return [frames[i] for i in order], sorted(pts)
+
+
+def audio_packets(path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def face_boxes(frame: np.ndarray, options: FaceOptions) -> list[np.ndarray]:
+    from ffray.faces.packs import load_analyser
+
+    analyser = load_analyser(options)
+    return [f.box for f in analyser.analyse([frame])[0]]
+
+
+def outside_boxes_mask(shape, boxes, margin: float = 0.35) -> np.ndarray:
+    """True where a pixel is well away from every face box (box grown by `margin` of its size)."""
+    mask = np.ones(shape[:2], bool)
+    h, w = shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+        mask[max(0, int(y1 - my)):min(h, int(y2 + my) + 1), max(0, int(x1 - mx)):min(w, int(x2 + mx) + 1)] = False
+    return mask
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ffray_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ffray", *args]
+
+
+def wait_for_ledger_lines(ledger: Path, count: int, timeout: float = 300, proc=None) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ledger.exists():
+            lines = [line for line in ledger.read_text().splitlines() if line.strip()]
+            if len(lines) >= count:
+                return len(lines)
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early with {proc.returncode}")
+        time.sleep(0.1)
+    raise AssertionError(f"{ledger} did not reach {count} lines in {timeout}s")
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a subprocess started with start_new_session=True and everything it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def run_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    env.pop("RAY_ADDRESS", None)
+    return env

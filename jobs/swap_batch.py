@@ -1,0 +1,21 @@
+"""Ray job entrypoint for a manifest of videos (CSV or JSONL, as `ffray batch`):
+
+    ray job submit --working-dir . -- python jobs/swap_batch.py manifest.jsonl --work-dir /shared/ffray-work
+
+Exit code 0 only if every row succeeded (the job then shows SUCCEEDED); failed rows are listed in the job
+logs with their reason while the other rows complete.
+"""
+
+import sys
+
+from ffray.cli import main
+
+
+def entrypoint(argv: list[str]) -> int:
+    if "--address" not in argv:
+        argv = [*argv, "--address", "auto"]
+    return main(["batch", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(entrypoint(sys.argv[1:]))

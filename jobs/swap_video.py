@@ -1,0 +1,22 @@
+"""Ray job entrypoint for one video:
+
+    ray job submit --working-dir . -- python jobs/swap_video.py --source A.jpg --target in.mp4 --output out.mp4 \
+        --work-dir /shared/ffray-work [any `ffray swap` option]
+
+It joins the cluster the job runs on (`--address auto` unless given). Resubmitting the same command
+resumes from the work dir's ledger. Paths must be reachable from every node (shared filesystem or URLs).
+"""
+
+import sys
+
+from ffray.cli import main
+
+
+def entrypoint(argv: list[str]) -> int:
+    if "--address" not in argv:
+        argv = [*argv, "--address", "auto"]
+    return main(["swap", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(entrypoint(sys.argv[1:]))

@@ -122,22 +122,22 @@ def test_codeformer_weight_input_is_float64(tmp_path):
         load_custom(tmp_path, "gfpgan_1.4", enhancer_like(tmp_path / "cf.onnx"))
 
 
-def test_hyperswap_needs_output_and_mask(tmp_path):
-    nodes = [helper.make_node("Identity", ["target"], ["output"]),
-             helper.make_node("ReduceMean", ["source"], ["unused"], keepdims=0)]
+def test_hyperswap_output_is_read_by_name(tmp_path):
     inputs = [helper.make_tensor_value_info("source", FLOAT, [1, 512]),
               helper.make_tensor_value_info("target", FLOAT, [1, 3, 256, 256])]
-    one_output = save(tmp_path / "hs.onnx", nodes, inputs,
-                      [helper.make_tensor_value_info("output", FLOAT, [1, 3, 256, 256])], [])
-    with pytest.raises(ModelError, match="has 1 outputs, expected at least 2"):
-        load_custom(tmp_path, "hyperswap_1a_256", one_output)
-    nodes.append(helper.make_node("ReduceMean", ["target"], ["mask"], axes=[1], keepdims=1))
-    both = save(tmp_path / "hs2.onnx", nodes, inputs,
-                [helper.make_tensor_value_info("output", FLOAT, [1, 3, 256, 256]),
-                 helper.make_tensor_value_info("mask", FLOAT, [1, 1, 256, 256])], [])
-    outputs = load_custom(tmp_path, "hyperswap_1a_256", both).run(
+
+    def model(path, first_output):
+        nodes = [helper.make_node("Identity", ["target"], [first_output]),
+                 helper.make_node("ReduceMean", ["source"], ["unused"], keepdims=0),
+                 helper.make_node("ReduceMean", ["target"], ["mask"], axes=[1], keepdims=1)]
+        return save(path, nodes, inputs, [helper.make_tensor_value_info(first_output, FLOAT, [1, 3, 256, 256]),
+                                          helper.make_tensor_value_info("mask", FLOAT, [1, 1, 256, 256])], [])
+
+    with pytest.raises(ModelError, match="output name is 'swapped', expected 'output'"):
+        load_custom(tmp_path, "hyperswap_1a_256", model(tmp_path / "hs.onnx", "swapped"))
+    outputs = load_custom(tmp_path, "hyperswap_1a_256", model(tmp_path / "hs2.onnx", "output")).run(
         None, {"source": np.zeros((1, 512), np.float32), "target": np.ones((1, 3, 256, 256), np.float32)})
-    assert outputs[1].shape == (1, 1, 256, 256)
+    assert outputs[0].shape == (1, 3, 256, 256) and outputs[1].shape == (1, 1, 256, 256)
 
 
 def test_output_rank_mismatch(tmp_path):

@@ -96,7 +96,7 @@ def test_swapper_templates_sizes_inputs_and_pixel_boost():
     assert get_spec("inswapper_128").last_initializer_shape == (512, 512)
     assert get_spec("inswapper_128_fp16").last_initializer_shape == (512, 512)
     assert get_spec("inswapper_128").pixel_boost == (128, 256, 384, 512, 768, 1024)
-    assert [o.name for o in get_spec("hyperswap_1c_256").outputs] == ["output", "mask"]
+    assert [o.name for o in get_spec("hyperswap_1c_256").outputs] == ["output"]
     for spec in MODELS.values():
         if spec.template is not None:
             assert spec.template in WARP_TEMPLATES, spec.name

@@ -131,8 +131,9 @@ def _swappers() -> list[ModelSpec]:
             _swapper(f"hyperswap_1{v}_256", "hyperswap", 256, "arcface_128", embedding,
                      "ResearchRAIL (FaceFusion), research only", False, boost_256, release="models-3.3.0",
                      mean=HALF, std=HALF, precision="fp16",
-                     # FaceFusion ignores the mask output
-                     outputs=(TensorSpec("output", (None, 3, 256, 256)), TensorSpec("mask", (None, 1, 256, 256))))
+                     # the export names its outputs ["output", "mask"]; FaceFusion reads only the first, and
+                     # the mask's shape is not documented, so only "output" is part of the contract
+                     outputs=(TensorSpec("output", (None, 3, 256, 256)),))
             for v in ("a", "b", "c")
         ],
         *[

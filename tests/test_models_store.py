@@ -196,6 +196,9 @@ def test_offline_error_names_file_hash_and_remedies(tmp_path):
     assert "\n" not in message
     with pytest.raises(ModelError, match=r"yunet_2023_mar\.onnx: .*downloads are off.*FFRAY_MODEL_SOURCE"):
         store.resolve("yunet", download=False)
+    # the dead host is not tried again for the next model of the same run
+    with pytest.raises(ModelError, match=r"scrfd_2\.5g\.hash.*host unreachable earlier in this run"):
+        store.resolve("scrfd")
 
 
 def test_http_download_resumes_after_interruption(tmp_path, http_source):

@@ -38,7 +38,7 @@ CACHE_ENV = "FFRAY_MODEL_CACHE"
 SOURCE_ENV = "FFRAY_MODEL_SOURCE"
 S3_ENDPOINT_ENV = "FFRAY_S3_ENDPOINT_URL"
 CHUNK = 1 << 20
-HTTP_TIMEOUT_S = 30
+HTTP_TIMEOUT_S = 20  # socket timeout: connect, and any stall while reading
 VERIFIED_SUFFIX = ".verified"
 PART_SUFFIX = ".part"
 
@@ -126,6 +126,7 @@ class ModelStore:
         if endpoint and "endpoint_url" not in self.storage_options:
             self.storage_options["endpoint_url"] = endpoint
         self._custom_digests: dict[tuple[str, int, int], str] = {}
+        self._unreachable: set[str] = set()  # hosts that refused or timed out: not retried per model
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -331,15 +332,24 @@ class ModelStore:
 
     # ---- transport ------------------------------------------------------------------------------------
 
+    def _check_host(self, url: str) -> None:
+        if urlparse(url).netloc in self._unreachable:
+            raise OSError("host unreachable earlier in this run")
+
+    def _mark_unreachable(self, url: str, exc: urllib.error.URLError) -> OSError:
+        self._unreachable.add(urlparse(url).netloc)
+        return OSError(f"unreachable ({exc.reason})")
+
     def _read_small(self, location: str) -> str:
         if location.startswith(("http://", "https://")):
+            self._check_host(location)
             try:
                 with urllib.request.urlopen(_request(location), timeout=HTTP_TIMEOUT_S) as response:
                     return response.read(4096).decode("ascii", "replace")
             except urllib.error.HTTPError as exc:
                 raise (_NotFound if exc.code == 404 else OSError)(f"HTTP {exc.code}") from None
             except urllib.error.URLError as exc:
-                raise OSError(f"unreachable ({exc.reason})") from None
+                raise self._mark_unreachable(location, exc) from None
         with self._open(location) as f:
             return f.read(4096).decode("ascii", "replace")
 
@@ -361,6 +371,7 @@ class ModelStore:
                     dst.write(chunk)
 
     def _fetch_http(self, url: str, part: Path, offset: int) -> None:
+        self._check_host(url)
         request = _request(url)
         if offset:
             request.add_header("Range", f"bytes={offset}-")
@@ -373,7 +384,7 @@ class ModelStore:
                 return
             raise (_NotFound if exc.code == 404 else OSError)(f"HTTP {exc.code}") from None
         except urllib.error.URLError as exc:
-            raise OSError(f"unreachable ({exc.reason})") from None
+            raise self._mark_unreachable(url, exc) from None
         with response:
             resumed = offset and response.status == 206
             if offset and not resumed:

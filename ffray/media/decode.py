@@ -22,6 +22,7 @@ import numpy as np
 
 from ffray.errors import MediaError
 from ffray.media.chunks import Chunk
+from ffray.media.convert import frame_to_bgr
 from ffray.media.io import local_path, open_input
 from ffray.media.probe import pick_video_stream
 
@@ -55,10 +56,6 @@ def choose_backend(uri: str, chunk: Chunk) -> str:
     """PyAV everywhere: see benchmarks/README.md (decord is frame-exact on our test set but not
     faster per chunk, and cannot stream from object stores)."""
     return "pyav"
-
-
-def _to_bgr(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="bgr24")
 
 
 class _LateSeek(Exception):
@@ -123,7 +120,7 @@ def _decode_pyav_once(uri: str, chunk: Chunk, seek: bool) -> Iterator[Frame]:
             if pts != expected[got]:
                 raise MediaError(uri, f"frame {chunk.start + got} expected pts {expected[got]}, decoder gave "
                                       f"{pts} (corrupt or missing frames) {where}")
-            yield Frame(chunk.start + got, pts, float(pts * time_base), _to_bgr(frame))
+            yield Frame(chunk.start + got, pts, float(pts * time_base), frame_to_bgr(frame))
             got += 1
     if got != n:
         raise MediaError(uri, f"only {got} of {n} frames decodable {where} (truncated or corrupt)")
@@ -139,7 +136,7 @@ def _decode_pyav_by_count(uri: str, chunk: Chunk) -> Iterator[Frame]:
                 if index >= chunk.end:
                     break
                 pts = chunk.frame_pts[index - chunk.start]
-                yield Frame(index, pts, float(pts * chunk.time_base), _to_bgr(frame))
+                yield Frame(index, pts, float(pts * chunk.time_base), frame_to_bgr(frame))
             index += 1
     if index < chunk.end:
         raise MediaError(uri, f"only {index} of {chunk.end} frames decodable (truncated or corrupt)")
@@ -178,4 +175,4 @@ def decode_all(uri: str | os.PathLike) -> Iterator[tuple[int | None, np.ndarray]
         stream = pick_video_stream(container, uri)
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield frame.pts, _to_bgr(frame)
+            yield frame.pts, frame_to_bgr(frame)

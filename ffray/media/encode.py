@@ -1,0 +1,218 @@
+"""Segment encoding: one chunk's processed frames -> one video-only segment file, source pts kept.
+
+Segments are ISO-BMFF (mp4) whose track clock is the source time base's denominator and whose movie
+clock matches it (the default 1 ms movie clock rounds the edit list that carries a start offset), so
+every frame keeps its exact source timestamp, VFR included; Matroska would round to 1 ms and MPEG-TS
+to 1/90000 s. Encoding follows FaceFusion (libx264, CRF = round(51 - 0.51 * quality), preset veryfast,
+BT.709 matrix, TV range, yuv420p, bt709 tags) with a fixed thread count and FFmpeg's bitexact flags,
+so the same frames always give the same bytes (the pipeline re-encodes chunks after a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ffray.errors import InputError, MediaError
+from ffray.media.convert import bgr_to_frame
+from ffray.media.io import open_output_atomic, split_uri
+from ffray.media.probe import VideoInfo
+
+VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# output extension -> (muxer, encoders it can hold, default encoder)  (FaceFusion's fix-ups: webm -> vp9)
+OUTPUT_CONTAINERS = {
+    ".mp4": ("mp4", VIDEO_ENCODERS, "libx264"),
+    ".m4v": ("mp4", VIDEO_ENCODERS, "libx264"),
+    ".mov": ("mov", VIDEO_ENCODERS, "libx264"),
+    ".mkv": ("matroska", VIDEO_ENCODERS, "libx264"),
+    ".webm": ("webm", ("libvpx-vp9",), "libvpx-vp9"),
+}
+_BT709 = 1  # AVCOL_PRI_BT709 == AVCOL_TRC_BT709 == AVCOL_SPC_BT709
+_TV_RANGE = 1
+
+
+def output_container(output: str | os.PathLike) -> tuple[str, str]:
+    """(extension, FFmpeg muxer) for an output path; InputError for a container we do not write."""
+    suffix = Path(split_uri(os.fspath(output))[1]).suffix.lower()
+    if suffix not in OUTPUT_CONTAINERS:
+        raise InputError(f"{output}: unsupported output container {suffix or '(none)'!r}; "
+                         f"use one of {', '.join(OUTPUT_CONTAINERS)}")
+    return suffix, OUTPUT_CONTAINERS[suffix][0]
+
+
+def quality_to_crf(encoder: str, quality: int) -> int:
+    """FaceFusion's mapping: quality 0..100 onto the encoder's CRF scale, best at 100."""
+    top = 63 if encoder == "libvpx-vp9" else 51
+    return round(float(np.interp(quality, [0, 100], [top, 0])))
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    encoder: str = "libx264"
+    quality: int = 80  # 0..100, FaceFusion's --output-video-quality
+    preset: str = "veryfast"  # x264/x265 preset; vp9: cpu-used 8 (ultrafast) .. 0 (veryslow)
+    threads: int = 2  # fixed, never "auto": the bytes an encoder writes may depend on its thread count
+    pix_fmt: str = "yuv420p"
+
+    def __post_init__(self):
+        if self.encoder not in VIDEO_ENCODERS:
+            raise InputError(f"--output-video-encoder: {self.encoder!r} is not one of {', '.join(VIDEO_ENCODERS)}")
+        if not 0 <= int(self.quality) <= 100:
+            raise InputError(f"--output-video-quality: must be 0..100, got {self.quality}")
+        if self.preset not in PRESETS:
+            raise InputError(f"--output-video-preset: {self.preset!r} is not one of {', '.join(PRESETS)}")
+        if int(self.threads) < 1:
+            raise InputError(f"encoder threads must be >= 1, got {self.threads}")
+
+    @classmethod
+    def for_output(cls, output_path: str | os.PathLike, encoder: str | None = None, quality: int = 80,
+                   preset: str = "veryfast", threads: int = 2) -> EncodeOptions:
+        """Options whose encoder the output container can hold (an encoder it cannot is replaced
+        by the container's default, as FaceFusion does for webm)."""
+        suffix, _ = output_container(output_path)
+        _, allowed, default = OUTPUT_CONTAINERS[suffix]
+        chosen = encoder if encoder in allowed else default
+        return cls(encoder=chosen, quality=quality, preset=preset, threads=threads)
+
+    @property
+    def crf(self) -> int:
+        return quality_to_crf(self.encoder, self.quality)
+
+    def codec_options(self) -> dict[str, str]:
+        if self.encoder == "libx264":
+            return {"crf": str(self.crf), "preset": self.preset}
+        if self.encoder == "libx265":
+            return {"crf": str(self.crf), "preset": self.preset,
+                    "x265-params": f"pools={self.threads}:frame-threads={self.threads}:log-level=error"}
+        # vp9 constant quality: -crf with -b:v 0; the x264-style preset picks the speed (veryfast -> 6)
+        cpu_used = 8 - PRESETS.index(self.preset)
+        return {"crf": str(self.crf), "b": "0", "deadline": "good", "cpu-used": str(cpu_used)}
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    path: str
+    frames: int
+    first_pts: int  # source time base
+    last_pts: int
+    sha256: str
+
+
+def segment_muxer_options(time_base: Fraction) -> dict[str, str]:
+    clock = str(time_base.denominator)
+    return {"movie_timescale": clock, "video_track_timescale": clock}
+
+
+class SegmentWriter:
+    """Incremental segment encoder: `with SegmentWriter(dest, info, opts) as w: w.write(image, pts)`.
+    Frames are BGR uint8 in coded orientation, pts in the source time base, strictly increasing.
+    Nothing appears at `dest` unless the block exits cleanly with at least one frame written."""
+
+    def __init__(self, dest_uri: str | os.PathLike, info: VideoInfo, opts: EncodeOptions | None = None):
+        self.dest = os.fspath(dest_uri)
+        self.info = info
+        self.opts = opts or EncodeOptions()
+        self.frames = 0
+        self.first_pts: int | None = None
+        self.last_pts: int | None = None
+        self.result: SegmentInfo | None = None
+        self._atomic = None
+        self._container = None
+        self._stream = None
+
+    def __enter__(self) -> SegmentWriter:
+        self._atomic = open_output_atomic(self.dest, suffix=".mp4")
+        self._tmp = self._atomic.__enter__()
+        try:
+            self._open()
+        except BaseException:
+            self._atomic.__exit__(*_exc_info())
+            raise
+        return self
+
+    def _open(self) -> None:
+        info, opts = self.info, self.opts
+        muxer_options = segment_muxer_options(info.time_base)
+        container = av.open(self._tmp, "w", format="mp4", options=muxer_options)
+        container.flags |= av.container.Flags.bitexact.value
+        stream = container.add_stream(opts.encoder, rate=info.fps, options=opts.codec_options())
+        stream.width, stream.height = info.coded_width, info.coded_height
+        stream.pix_fmt = opts.pix_fmt
+        stream.time_base = info.time_base
+        ctx = stream.codec_context
+        ctx.time_base = info.time_base
+        ctx.thread_count = opts.threads
+        ctx.flags |= av.codec.context.Flags.bitexact.value
+        ctx.color_range, ctx.colorspace = _TV_RANGE, _BT709
+        ctx.color_primaries, ctx.color_trc = _BT709, _BT709
+        if opts.encoder == "libx265":
+            stream.codec_tag = "hvc1"  # the tag Apple players need (FaceFusion passes -tag:v hvc1)
+        if info.display_matrix:
+            stream.set_display_matrix(list(info.display_matrix))
+        self._container, self._stream = container, stream
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        expected = (self.info.coded_height, self.info.coded_width, 3)
+        if image.dtype != np.uint8 or image.shape != expected:
+            raise ValueError(f"segment frame must be uint8 {expected} (BGR, coded orientation), "
+                             f"got {image.dtype} {image.shape}")
+        if self.last_pts is not None and pts <= self.last_pts:
+            raise ValueError(f"segment pts must increase: {pts} after {self.last_pts}")
+        frame = bgr_to_frame(image, self.opts.pix_fmt)
+        frame.pts = int(pts)
+        frame.time_base = self.info.time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+        self.first_pts = pts if self.first_pts is None else self.first_pts
+        self.last_pts = pts
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.frames == 0:
+                    raise MediaError(self.dest, "no frames were written to the segment")
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+            self._container.close()
+            if exc_type is None:
+                self.result = SegmentInfo(self.dest, self.frames, self.first_pts, self.last_pts,
+                                          file_sha256(self._tmp))
+        except BaseException:
+            self._atomic.__exit__(*_exc_info())
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+def _exc_info():
+    import sys
+
+    return sys.exc_info()
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_segment(frames, dest_uri: str | os.PathLike, info: VideoInfo,
+                   opts: EncodeOptions | None = None) -> SegmentInfo:
+    """Encode an iterable of (image, pts) pairs (or Frame objects) into a segment at `dest_uri`."""
+    with SegmentWriter(dest_uri, info, opts) as writer:
+        for item in frames:
+            if hasattr(item, "image"):
+                writer.write(item.image, item.pts)
+            else:
+                image, pts = item
+                writer.write(image, pts)
+    return writer.result

@@ -163,11 +163,6 @@ def test_rotated_frames_come_in_coded_orientation(clips):
     assert frame.image.shape == (48, 64, 3)
 
 
-@pytest.mark.parametrize("name", ["video_01.mp4", "h264_aac.mp4", "h265_aac.mp4"])
-def test_decord_backend_is_frame_exact_where_used(name):
-    assert_chunks_equal_sequential(asset(f"media/{name}"), 9, backend="decord")
-
-
 def test_decode_is_lazy_and_reads_from_fsspec_urls(clips):
     data = Path(clips["bframes"]).read_bytes()
     fs = fsspec.filesystem("memory")

@@ -6,8 +6,10 @@ retried from the stream start and a frame the decoder loses (corrupt data) is an
 silent shift. Colour conversion is FFmpeg's (swscale) `bgr24`, the same call for every path, so a
 frame's bytes do not depend on how it was reached.
 
-decord path (local files only): decord's own frame index must agree with the probed frame count;
-it yields the same bytes (checked by the tests) in mini-batches so memory stays bounded.
+Why no decord: measured in benchmarks/media.py (see benchmarks/README.md). decord returns wrong
+frames after seeking into open-GOP H.264, fails on rotated streams, converts 10-bit differently,
+uses swscale's approximate colour path, and reads object-store files only by loading them whole; it
+is not faster per chunk either. `backend` stays a parameter so a verified backend can be added.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import numpy as np
 from ffray.errors import MediaError
 from ffray.media.chunks import Chunk
 from ffray.media.convert import frame_to_bgr
-from ffray.media.io import local_path, open_input
+from ffray.media.io import open_input
 from ffray.media.probe import pick_video_stream
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "pyav", "decord")
-DECORD_BATCH = 8
+BACKENDS = ("auto", "pyav")
 
 
 @dataclass
@@ -41,21 +42,12 @@ class Frame:
 
 
 def decode_chunk(uri: str | os.PathLike, chunk: Chunk, backend: str = "auto") -> Iterator[Frame]:
-    """Yield the frames [chunk.start, chunk.end) of the video at `uri`."""
+    """Yield the frames [chunk.start, chunk.end) of the video at `uri` (a generator: memory is one
+    frame plus the decoder's reference frames, whatever the chunk or video length)."""
     uri = os.fspath(uri)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        backend = choose_backend(uri, chunk)
-    if backend == "decord":
-        return _decode_decord(uri, chunk)
     return _decode_pyav(uri, chunk)
-
-
-def choose_backend(uri: str, chunk: Chunk) -> str:
-    """PyAV everywhere: see benchmarks/README.md (decord is frame-exact on our test set but not
-    faster per chunk, and cannot stream from object stores)."""
-    return "pyav"
 
 
 class _LateSeek(Exception):
@@ -140,32 +132,6 @@ def _decode_pyav_by_count(uri: str, chunk: Chunk) -> Iterator[Frame]:
             index += 1
     if index < chunk.end:
         raise MediaError(uri, f"only {index} of {chunk.end} frames decodable (truncated or corrupt)")
-
-
-def _decode_decord(uri: str, chunk: Chunk) -> Iterator[Frame]:
-    import decord
-
-    path = local_path(uri)
-    if path is None:
-        raise MediaError(uri, "the decord backend reads local files only; use backend='pyav'")
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0))
-    except decord.DECORDError as exc:
-        raise MediaError(uri, f"decord cannot open the file ({exc})") from exc
-    if len(reader) != chunk.total_frames:
-        raise MediaError(uri, f"decord counts {len(reader)} frames, probe counted {chunk.total_frames}; "
-                              "use backend='pyav'")
-    try:
-        for batch_start in range(chunk.start, chunk.end, DECORD_BATCH):
-            indices = list(range(batch_start, min(batch_start + DECORD_BATCH, chunk.end)))
-            rgb = reader.get_batch(indices).asnumpy()
-            for i, image in zip(indices, rgb, strict=True):
-                pts = chunk.frame_pts[i - chunk.start]
-                yield Frame(i, pts, float(pts * chunk.time_base), np.ascontiguousarray(image[:, :, ::-1]))
-    except decord.DECORDError as exc:
-        raise MediaError(uri, f"decord failed in chunk {chunk.index} ({exc})") from exc
-    finally:
-        del reader
 
 
 def decode_all(uri: str | os.PathLike) -> Iterator[tuple[int | None, np.ndarray]]:

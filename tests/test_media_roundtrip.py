@@ -1,0 +1,185 @@
+"""probe -> plan -> decode -> encode -> remux: the output is the input, frame for frame and second for
+second, with the audio packets untouched; and the same inputs always give the same bytes."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import fsspec
+import numpy as np
+import pytest
+from conftest import MEDIA_VIDEOS, asset
+from media_clips import make_case, make_clip
+
+from ffray.errors import InputError, MediaError, ProcessingError
+from ffray.media import (
+    EncodeOptions,
+    SegmentWriter,
+    decode_all,
+    decode_chunk,
+    encode_segment,
+    plan_chunks,
+    probe,
+    remux,
+)
+from ffray.media.encode import quality_to_crf
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def audio_packets(path) -> list[list[tuple[bytes, Fraction]]]:
+    streams = []
+    with av.open(str(path)) as container:
+        indices = [s.index for s in container.streams.audio]
+    for index in indices:
+        with av.open(str(path)) as container:
+            stream = container.streams[index]
+            streams.append([(bytes(p), Fraction(p.pts) * p.time_base) for p in container.demux(stream) if p.size])
+    return streams
+
+
+def frame_times(path) -> list[Fraction]:
+    info = probe(path)
+    return [p * info.time_base for p in info.frame_pts]
+
+
+def round_trip(source, folder: Path, output_name: str, chunk_frames: int, opts=None):
+    info = probe(source)
+    output = folder / output_name
+    opts = opts or EncodeOptions.for_output(output)
+    segments = []
+    for chunk in plan_chunks(info, chunk_frames):
+        seg = encode_segment(decode_chunk(source, chunk), folder / f"seg-{chunk.index:04d}.mp4", info, opts)
+        assert seg.frames == chunk.end - chunk.start
+        assert (seg.first_pts, seg.last_pts) == (chunk.frame_pts[0], chunk.frame_pts[-1])
+        segments.append(seg.path)
+    return info, segments, remux(source, segments, output, info)
+
+
+@pytest.mark.parametrize("name", MEDIA_VIDEOS)
+def test_round_trip_assets(name, tmp_path):
+    source = asset(f"media/{name}")
+    output_name = "out.webm" if name.endswith(".webm") else "out.mp4"
+    info, _, result = round_trip(source, tmp_path, output_name, 30 if name == "video_01.mp4" else 12)
+    output = tmp_path / output_name
+    assert result.frames == info.frames and output.exists()
+    assert frame_times(output) == frame_times(source)
+    assert result.duration == pytest.approx(info.duration, abs=1e-6)
+    assert [a["action"] for a in result.audio] == ["copied"]
+    assert audio_packets(output) == audio_packets(source)
+    worst = min(psnr(a, b) for (_, a), (_, b) in zip(decode_all(source), decode_all(output), strict=True))
+    assert worst >= 40.0, f"PSNR {worst:.2f} dB"
+    assert probe(output).rotation == 0
+
+
+def test_same_frames_give_identical_segments_and_outputs(tmp_path):
+    source = asset("media/h264_aac.mp4")
+    info = probe(source)
+    chunks = plan_chunks(info, 12)
+    runs = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        folder.mkdir()
+        segments = [encode_segment(decode_chunk(source, c), folder / f"{c.id}.mp4", info) for c in chunks]
+        result = remux(source, [s.path for s in segments], folder / "out.mp4", info)
+        runs.append(([s.sha256 for s in segments], result.sha256, (folder / "out.mp4").read_bytes()))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
+
+
+@pytest.mark.parametrize("encoder", ["libx265", "libvpx-vp9"])
+def test_other_encoders_round_trip(encoder, tmp_path):
+    source = make_case("bframes", tmp_path, audio="aac")
+    suffix = ".webm" if encoder == "libvpx-vp9" else ".mp4"
+    opts = EncodeOptions.for_output(tmp_path / f"out{suffix}", encoder=encoder)
+    assert opts.encoder == encoder
+    info, _, result = round_trip(source, tmp_path, f"out{suffix}", 15, opts)
+    assert result.video_codec == {"libx265": "hevc", "libvpx-vp9": "vp9"}[encoder]
+    assert frame_times(tmp_path / f"out{suffix}") == frame_times(source)
+    # AAC cannot go into WebM: that stream is re-encoded, and the result says so
+    expected = "re-encoded" if suffix == ".webm" else "copied"
+    assert [a["action"] for a in result.audio] == [expected] and result.audio_reencoded == (suffix == ".webm")
+
+
+def test_vfr_rotation_and_offset_timestamps_survive(tmp_path):
+    for case in ("vfr", "rotated", "ntsc_offset", "ten_bit", "odd_size"):
+        folder = tmp_path / case
+        folder.mkdir()
+        source = make_case(case, folder, **({"audio": "aac"} if case == "vfr" else {}))
+        if case == "odd_size":  # yuv420p needs even sizes: the encoder rejects odd ones with a clear error
+            info = probe(source)
+            with pytest.raises((ValueError, av.error.FFmpegError, MediaError)):
+                encode_segment(decode_chunk(source, plan_chunks(info, 100)[0]), folder / "s.mp4", info)
+            assert not (folder / "s.mp4").exists()
+            continue
+        info, _, result = round_trip(source, folder, "out.mp4", 8)
+        out = probe(folder / "out.mp4")
+        assert frame_times(folder / "out.mp4") == frame_times(source), case
+        assert out.rotation == info.rotation and out.display_matrix == info.display_matrix
+        assert (out.width, out.height) == (info.width, info.height)
+
+
+def test_for_output_applies_facefusion_fixups():
+    assert EncodeOptions.for_output("x.webm").encoder == "libvpx-vp9"
+    assert EncodeOptions.for_output("x.webm", encoder="libx264").encoder == "libvpx-vp9"
+    assert EncodeOptions.for_output("x.mp4").encoder == "libx264"
+    assert EncodeOptions.for_output("x.mkv", encoder="libx265").encoder == "libx265"
+    assert quality_to_crf("libx264", 80) == 10 and quality_to_crf("libx264", 0) == 51
+    assert quality_to_crf("libvpx-vp9", 100) == 0 and quality_to_crf("libvpx-vp9", 0) == 63
+    assert EncodeOptions().codec_options() == {"crf": "10", "preset": "veryfast"}
+    with pytest.raises(InputError):
+        EncodeOptions.for_output("x.gif")
+    with pytest.raises(InputError):
+        EncodeOptions(quality=101)
+    with pytest.raises(InputError):
+        EncodeOptions(preset="warp")
+
+
+def test_failed_segment_leaves_nothing(tmp_path):
+    source = make_clip(tmp_path / "src.mp4", frames=10)
+    info = probe(source)
+    dest = tmp_path / "segs" / "s.mp4"
+    with pytest.raises(RuntimeError), SegmentWriter(dest, info) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8), 0)
+        raise RuntimeError("worker died")
+    with pytest.raises(ValueError), SegmentWriter(dest, info) as writer:
+        writer.write(np.zeros((10, 10, 3), np.uint8), 0)  # wrong size
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_remux_checks_before_it_publishes(tmp_path):
+    source = make_clip(tmp_path / "src.mp4", frames=24, gop=8)
+    info = probe(source)
+    chunks = plan_chunks(info, 8)
+    segs = [encode_segment(decode_chunk(source, c), tmp_path / f"{c.index}.mp4", info).path for c in chunks]
+    out = tmp_path / "out" / "final.mp4"
+    with pytest.raises(MediaError, match="frames"):
+        remux(source, segs[:-1], out, info)  # a missing chunk
+    with pytest.raises(ProcessingError):
+        remux(source, [segs[1], segs[0], segs[2]], out, info)  # out of order
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    remux(source, segs, out, info)
+    assert probe(out).frames == info.frames
+
+
+def test_segments_and_output_on_fsspec_urls(tmp_path):
+    source = make_case("bframes", tmp_path, audio="aac")
+    info = probe(source)
+    fs = fsspec.filesystem("memory")
+    try:
+        segs = [encode_segment(decode_chunk(source, c), f"memory://rt/segs/{c.id}.mp4", info).path
+                for c in plan_chunks(info, 15)]
+        assert all(fs.exists(s) for s in segs)
+        result = remux(source, segs, "memory://rt/out/final.mp4", info)
+        assert result.frames == info.frames
+        local = tmp_path / "fetched.mp4"
+        local.write_bytes(fs.cat("memory://rt/out/final.mp4"))
+        assert frame_times(local) == frame_times(source)
+        assert audio_packets(local) == audio_packets(source)
+    finally:
+        fs.rm("/rt", recursive=True)

@@ -139,6 +139,9 @@ class SegmentWriter:
 
     def _open(self) -> None:
         info, opts = self.info, self.opts
+        if opts.pix_fmt == "yuv420p" and (info.coded_width % 2 or info.coded_height % 2):
+            raise MediaError(info.uri, f"odd frame size {info.coded_width}x{info.coded_height} cannot be "
+                                       "encoded as yuv420p (resize or pad the frames to even sizes)")
         muxer_options = segment_muxer_options(info.time_base)
         container = av.open(self._tmp, "w", format="mp4", options=muxer_options)
         container.flags |= av.container.Flags.bitexact.value
@@ -157,6 +160,11 @@ class SegmentWriter:
         if info.display_matrix:
             stream.set_display_matrix(list(info.display_matrix))
         self._container, self._stream = container, stream
+        try:
+            ctx.open()
+        except av.error.FFmpegError as exc:
+            container.close()
+            raise MediaError(self.dest, f"cannot open encoder {opts.encoder} ({exc})") from exc
 
     def write(self, image: np.ndarray, pts: int) -> None:
         expected = (self.info.coded_height, self.info.coded_width, 3)

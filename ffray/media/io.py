@@ -75,7 +75,7 @@ def open_input(uri: str | os.PathLike, **options) -> Iterator[av.container.Input
         try:
             container = av.open(source, "r", **options)
         except av.error.FFmpegError as exc:
-            raise MediaError(uri, f"not a readable media file ({exc.strerror or exc})") from exc
+            raise MediaError(uri, f"not a readable media file, or truncated ({exc.strerror or exc})") from exc
         try:
             yield container
         finally:

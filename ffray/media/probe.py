@@ -164,10 +164,14 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
         packets: list[tuple[int | None, int | None, int, bool]] = []
         durations: list[int] = []
         first_frame = None
+        seen = 0
         try:
             for packet in container.demux(stream):
-                if packet.size == 0 or packet.is_discard:
+                if packet.size == 0:
                     continue
+                seen += 1
+                if packet.is_discard:
+                    continue  # before an edit list's start: the decoder drops it
                 packets.append((packet.pts, packet.dts, packet.size, bool(packet.is_keyframe)))
                 durations.append(packet.duration or 0)
                 if first_frame is None:
@@ -185,6 +189,11 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
                                   f"({exc.strerror or exc})") from exc
         if not packets or first_frame is None:
             raise MediaError(uri, "video stream has no decodable frames")
+        # an mp4/mov sample table is exact: fewer packets than it lists means the data was cut off
+        listed = stream.frames
+        if "mp4" in container.format.name and listed and seen < listed:
+            raise MediaError(uri, f"truncated: the file lists {listed} video frames but only "
+                                  f"{len(packets)} are present")
 
         time_base = stream.time_base
         exact_seek = all(p[0] is not None for p in packets)

@@ -107,3 +107,22 @@ def test_reference_selection_picks_the_same_face(refs, store):
     assert reference.box[0] < 640
     chosen = select_faces(pair, options, reference=reference, distance=a.face_distance)
     assert reference in chosen
+
+
+def test_arcface_input_is_facefusions_formula():
+    from ffray.faces.align import warp_face
+    from ffray.faces.embed import prepare_arcface_crop
+
+    frame = np.random.default_rng(3).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    points = np.array([[80, 90], [120, 90], [100, 110], [85, 130], [115, 130]], np.float32)
+    crop, _ = warp_face(frame, points, "arcface_112_v2", (112, 112))
+    expected = np.expand_dims((crop / 127.5 - 1)[:, :, ::-1].transpose(2, 0, 1), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(prepare_arcface_crop(frame, points), expected)
+
+
+def test_peppa_wutz_landmarker(refs, store, tmp_path):
+    peppa = build("peppa_wutz", tmp_path)
+    face = analyser(refs, store, face_landmarker_model=peppa).analyse([image("meds-aa-S029-01.jpg")])[0][0]
+    # contract confidence 0.9 -> interp(0.9, [0, 0.95], [0, 1])
+    assert face.landmarker_score == pytest.approx(0.9 / 0.95, abs=1e-4)
+    np.testing.assert_allclose(face.landmark_5_68, landmark_5_from_68(face.landmark_68), atol=1e-4)

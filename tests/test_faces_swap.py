@@ -78,6 +78,18 @@ def test_inswapper_latent_is_embedding_norm_times_emap_without_renormalising(tmp
     assert abs(np.linalg.norm(latent) - 1) > 1e-3  # InsightFace would re-normalise; FaceFusion does not
 
 
+@pytest.mark.parametrize("mean, std", [((0, 0, 0), (1, 1, 1)), ((0.5,) * 3, (0.5,) * 3),
+                                       ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_lookup_table_preprocessing_is_bit_identical_to_facefusions_float64_formula(mean, std):
+    crop = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3).astype(np.uint8)  # every value per channel
+    crop = np.concatenate([crop, RNG.integers(0, 255, (16, 16, 3), dtype=np.uint8)])
+    x = crop[:, :, ::-1] / 255.0
+    x = (x - np.array(mean)) / np.array(std)
+    expected = np.expand_dims(x.transpose(2, 0, 1), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(prepare_crop(crop, mean, std), expected)
+    np.testing.assert_array_equal(prepare_crop(crop.astype(np.float64), mean, std), expected)
+
+
 def test_prepare_and_normalise_per_type():
     crop = RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8)
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -18,15 +18,15 @@ from ffray.faces.align import warp_face
 from ffray.faces.detect import has_dynamic_batch
 from ffray.faces.masks import MaskModels, MaskOptions, combine_masks, create_box_mask
 from ffray.faces.paste import blend_frames, paste_back
+from ffray.faces.swap import prepare_crop
 from ffray.faces.types import Face
 
 ENHANCER_TYPES = ("gfpgan", "codeformer", "gpen", "restoreformer")
 
 
 def prepare_enhancer_crop(crop: np.ndarray) -> np.ndarray:
-    x = crop[:, :, ::-1] / 255.0
-    x = (x - 0.5) / 0.5
-    return np.expand_dims(x.transpose(2, 0, 1), axis=0).astype(np.float32)
+    """RGB, (x/255 - 0.5)/0.5, NCHW float32 (bit-identical table lookup for uint8 crops)."""
+    return prepare_crop(crop, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def normalise_enhancer_output(output: np.ndarray) -> np.ndarray:

@@ -262,3 +262,22 @@ def test_enhancer_sharpens_only_inside_the_face(analyser):
     unblended = BuiltinEnhancer(FaceOptions(face_enhancer_model="builtin", face_enhancer_blend=0)) \
         .enhance([image], [[face]])[0]
     np.testing.assert_array_equal(unblended, image)
+
+
+def test_detector_score_maps_onto_the_hog_margin():
+    image = astronaut()
+    default = BuiltinAnalyser(FaceOptions()).analyse([image])[0]
+    strict = BuiltinAnalyser(FaceOptions(face_detector_score=0.9)).analyse([image])[0]
+    assert all(f.score >= 0.5 for f in default) and all(f.score >= 0.9 for f in strict)
+    assert 1 <= len(strict) < len(default)  # the mission patch (a weak HOG hit) goes, her face stays
+    assert largest_face(strict).box.tolist() == largest_face(default).box.tolist()
+
+
+def test_degenerate_landmarks_leave_the_frame_alone(analyser, swapper):
+    image = meds("aa-S029-01")
+    face = one_face(analyser, image)
+    face.landmark_5_68 = np.full((5, 2), 10, np.float32)
+    identity = swapper.prepare_source([image], [one_face(analyser, image)])
+    np.testing.assert_array_equal(swapper.swap([image], [[face]], identity)[0], image)
+    enhancer = BuiltinEnhancer(FaceOptions(face_enhancer_model="builtin"))
+    np.testing.assert_array_equal(enhancer.enhance([image], [[face]])[0], image)

@@ -189,3 +189,18 @@ def test_swap_image_with_enhancer_and_missing_source_list(tmp_path):
     assert summary["swapped_faces"] == 1 and (tmp_path / "e.png").exists()
     with pytest.raises(InputError):
         swap_image([], target, tmp_path / "x.png", FaceOptions())
+
+
+def test_upsample_option_finds_small_faces(tmp_path):
+    small = cv2.resize(read_image(asset("media/meds-aa-S029-01.jpg")), None, fx=0.2, fy=0.2,
+                       interpolation=cv2.INTER_AREA)  # the face is now ~45 px: below HOG's reach at 0
+    target = tmp_path / "small.png"
+    write_image(target, small)
+    source = str(asset("media/meds-aa-S001-01.jpg"))
+    result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o0.png"),
+                     "--face-detector-upsample", "0")
+    assert result.returncode == 2 and "small.png: no face found" in result.stderr
+    result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o1.png"),
+                     "--face-detector-upsample", "1")
+    assert result.returncode == 0, result.stderr
+    assert np.any(read_image(tmp_path / "o1.png") != small)

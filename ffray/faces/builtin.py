@@ -338,7 +338,10 @@ class BuiltinSwapper:
 
     def _swap_face(self, frame: np.ndarray, face: Face, source: BuiltinSource) -> np.ndarray:
         size = crop_size_for(face)
-        target_crop, matrix = warp_face(frame, face.landmark_5_68, CROP_TEMPLATE, size)
+        try:
+            target_crop, matrix = warp_face(frame, face.landmark_5_68, CROP_TEMPLATE, size)
+        except ValueError:  # degenerate landmarks: leave this face alone rather than fail the frame
+            return frame
         target_points = transform_points(np.asarray(face.landmark_5_68, np.float64), matrix)
 
         # source at the target's resolution first (INTER_AREA avoids aliasing), then onto its points
@@ -401,7 +404,10 @@ class BuiltinEnhancer:
 
     def _enhance_face(self, frame: np.ndarray, face: Face) -> np.ndarray:
         size = crop_size_for(face)
-        crop, matrix = warp_face(frame, face.landmark_5_68, CROP_TEMPLATE, size)
+        try:
+            crop, matrix = warp_face(frame, face.landmark_5_68, CROP_TEMPLATE, size)
+        except ValueError:  # degenerate landmarks
+            return frame
         points = transform_points(np.asarray(face.landmark_5_68, np.float64), matrix)
         diameter = max(3, size // 48) | 1
         denoised = cv2.bilateralFilter(crop, diameter, sigmaColor=18, sigmaSpace=diameter)

@@ -197,10 +197,10 @@ def test_upsample_option_finds_small_faces(tmp_path):
     target = tmp_path / "small.png"
     write_image(target, small)
     source = str(asset("media/meds-aa-S001-01.jpg"))
-    result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o0.png"),
-                     "--face-detector-upsample", "0")
-    assert result.returncode == 2 and "small.png: no face found" in result.stderr
+    with pytest.raises(InputError, match="small.png: no face found"):
+        swap_image([source], target, tmp_path / "o0.png", FaceOptions(), upsample=0)
     result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o1.png"),
                      "--face-detector-upsample", "1")
     assert result.returncode == 0, result.stderr
     assert np.any(read_image(tmp_path / "o1.png") != small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o1.png", "small.png"]

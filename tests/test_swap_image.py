@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import subprocess
 import sys
@@ -204,3 +205,26 @@ def test_upsample_option_finds_small_faces(tmp_path):
     assert result.returncode == 0, result.stderr
     assert np.any(read_image(tmp_path / "o1.png") != small)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o1.png", "small.png"]
+
+
+def test_facefusion_pack_through_the_same_command(tmp_path):
+    """The ONNX pack behind the same CLI: real YuNet, contract ArcFace and inswapper, models given as files."""
+    from tests.contract_models import build
+
+    target = asset("media/meds-aa-S029-01.jpg")
+    output = tmp_path / "out" / "ff.png"
+    result = run_cli("--pack", "facefusion", "--model-cache", str(tmp_path / "cache"),
+                     "--face-detector-model", f"yunet={asset('models/yunet_s_640_640.onnx')}",
+                     "--face-landmarker-score", "0",
+                     "--face-recognizer-model", build("arcface_w600k_r50", tmp_path),
+                     "--swapper", build("inswapper_128", tmp_path), "--face-selector-mode", "one",
+                     "--source", str(asset("media/meds-aa-S001-01.jpg")), "--target", str(target),
+                     "--output", str(output), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["swapped_faces"] == 1
+    assert set(summary["model_hashes"]) == {"yunet", "arcface_w600k_r50", "inswapper_128"}
+    before, after = read_image(target), read_image(output)
+    changed = np.any(before != after, axis=2)
+    assert changed.any()
+    assert not changed[:40].any() and not changed[-60:].any()  # background above the head, shirt below

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from ffray.faces.options import FaceOptions
 from ffray.pipeline.config import PipelineConfig, StageConfig
@@ -138,3 +139,35 @@ def run_env() -> dict[str, str]:
     env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def fault_cli_args(video, source, options: FaceOptions, output, work_dir, chunk_frames: int = 16) -> list[str]:
+    """`ffray swap` arguments for the same job that `small_config(chunk_frames=16)` + `options` describe."""
+    return [
+        "swap", "--source", str(source), "--target", str(video), "--output", str(output),
+        "--work-dir", str(work_dir), "--chunk-frames", str(chunk_frames), "--providers", "cpu",
+        "--intra-op-threads", "1", "--read-cpus", "0.5", "--detector-cpus", "0.25", "--swapper-cpus", "0.25",
+        "--writer-cpus", "0.5", "--num-gpus", "0",
+        "--pack", options.pack, "--face-detector-model", options.face_detector_model,
+        "--face-landmarker-score", str(options.face_landmarker_score),
+        "--face-recognizer-model", options.face_recognizer_model,
+        "--face-swapper-model", options.face_swapper_model,
+        "--face-selector-mode", options.face_selector_mode,
+    ]
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory):
+    """(video, source, options, output of an uninterrupted `ffray swap` run) for the kill/resume tests."""
+    from conftest import asset
+
+    video = asset(VIDEO)
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    folder = tmp_path_factory.mktemp("fault-reference")
+    options = contract_face_options(folder, yunet, enhancer=False)
+    output = folder / "reference.mp4"
+    args = fault_cli_args(video, source, options, output, folder / "work")
+    done = subprocess.run(ffray_cmd(*args, "--quiet"), env=run_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return video, source, options, output

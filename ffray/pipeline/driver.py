@@ -398,7 +398,8 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
         if res.status != "pending" or video_id in remuxes or len(done[video_id]) < len(plans[video_id]):
             return
         progress.set_state(video_id, "remuxing")
-        remuxes[video_id] = pool.submit(_remux_video, videos[video_id], plans[video_id], done[video_id], res)
+        remuxes[video_id] = pool.submit(_remux_video, videos[video_id], infos[video_id], plans[video_id],
+                                        done[video_id], res)
 
     try:
         for vid in plans:
@@ -471,14 +472,13 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     return kw
 
 
-def _remux_video(video: VideoJob, plan: list, done: dict[int, ChunkRecord], res: VideoResult) -> None:
+def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord], res: VideoResult) -> None:
     from ffray.media import remux
 
     try:
         segments = [done[c.index].segment for c in plan]
-        out = remux(video.uri, segments, res.output)
-        res.output_info = out.to_json() if hasattr(out, "to_json") else (
-            dataclasses.asdict(out) if dataclasses.is_dataclass(out) else {})
+        out = remux(video.uri, segments, res.output, info=info)
+        res.output_info = dataclasses.asdict(out)
         res.status = "done"
     except FfrayError as exc:
         res.fail(exc, _kind(exc))

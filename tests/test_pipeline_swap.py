@@ -1,0 +1,218 @@
+"""The whole pipeline on a local Ray with 4 fake GPUs (fractional shares really scheduled): real YuNet +
+contract swapper/enhancer, the builtin pack, a corrupt video in a batch, and a stage worker killed
+mid-job."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import asset
+from pipeline_helpers import (
+    VIDEO,
+    YUNET,
+    audio_packets,
+    contract_face_options,
+    face_boxes,
+    outside_boxes_mask,
+    small_config,
+    start_local_ray,
+    video_frames,
+    wait_for_ledger_lines,
+)
+
+from ffray.faces.options import FaceOptions
+from ffray.pipeline.driver import VideoRequest, run_swap
+
+pytest_plugins = ["pipeline_helpers"]  # the session fixture fault_reference
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    import ray
+
+    start_local_ray(tmp_path_factory.mktemp("ray"), num_cpus=4, num_gpus=4)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _check_same_timing_and_audio(source: Path, output: Path):
+    src_frames, src_pts = video_frames(source)
+    out_frames, out_pts = video_frames(output)
+    assert len(out_frames) == len(src_frames)
+    assert out_pts == src_pts
+    assert audio_packets(output) == audio_packets(source)
+    return src_frames, out_frames
+
+
+class _GpuWatch:
+    """Lowest GPU availability seen while the job runs: proof the fractional shares were reserved."""
+
+    def __init__(self):
+        import ray
+
+        self.lowest = float(ray.available_resources().get("GPU", 0))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import ray
+
+        while not self.stop.is_set():
+            self.lowest = min(self.lowest, float(ray.available_resources().get("GPU", 0)))
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def test_swap_three_stages_on_fractional_gpus(ray_cluster, models, tmp_path):
+    video = asset(VIDEO)
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    options = contract_face_options(models, yunet)
+    config = small_config(tmp_path / "work", gpus=(0.25, 0.5, 0.25))
+    output = tmp_path / "out.mp4"
+    with _GpuWatch() as watch:
+        result = run_swap([VideoRequest(str(video), str(output), (str(source),))], options, config)
+    (res,) = result.videos
+    assert res.status == "done", res.error
+    # one actor per face stage at least: 0.25 + 0.5 + 0.25 of the 4 fake GPUs were held at once
+    assert watch.lowest <= 3.0
+
+    src_frames, out_frames = _check_same_timing_and_audio(video, output)
+    checked = 0
+    for k in (0, 45, 89):
+        boxes = face_boxes(src_frames[k], options)
+        assert boxes, "YuNet finds the faces of video_01"
+        away = outside_boxes_mask(src_frames[k].shape, boxes)
+        diff = np.abs(out_frames[k].astype(np.int16) - src_frames[k].astype(np.int16))
+        assert diff[away].mean() < 2.5  # re-encoding only
+        for x1, y1, x2, y2 in boxes:
+            inner = diff[int(y1 + (y2 - y1) * 0.3):int(y2 - (y2 - y1) * 0.3), int(x1 + (x2 - x1) * 0.3):int(x2 - (x2 - x1) * 0.3)]
+            if inner.size and inner.mean() > 6:
+                checked += 1
+    assert checked >= 6  # most faces of the three frames visibly changed
+
+    report = result.report
+    stages = report["stages"]
+    assert set(stages) == {"read", "detector", "swapper", "enhancer", "writer"}
+    frame_bytes = 640 * 480 * 3
+    for name in ("detector", "swapper", "enhancer", "writer"):
+        assert stages[name]["frames"] == 90
+        assert stages[name]["batches"] == res.chunks
+        assert stages[name]["busy_s"] > 0
+        assert frame_bytes <= stages[name]["bytes_in_per_frame"] < frame_bytes * 1.01
+    assert stages["writer"]["bytes_out_per_frame"] < 1000  # only metadata leaves the writer
+    assert stages["swapper"]["models"]["inswapper_128"] == report["models"]["inswapper_128"]
+    assert report["config"]["swapper"]["num_gpus"] == 0.5
+    assert report["totals"]["frames"] == 90 and report["videos"][0]["faces"] == res.faces > 90
+    assert report["versions"]["ray"] == "2.60.0"
+    assert Path(result.report_path).is_file()
+
+
+def test_swap_builtin_pack(ray_cluster, tmp_path):
+    video = asset("media/h264_aac.mp4")
+    source = asset("media/meds-aa-S001-01.jpg")
+    options = FaceOptions(pack="builtin", face_selector_mode="many")
+    config = small_config(tmp_path / "work", chunk_frames=16, gpus=(0.25, 0.5, 0.25))
+    output = tmp_path / "builtin.mp4"
+    result = run_swap([VideoRequest(str(video), str(output), (str(source),))], options, config)
+    (res,) = result.videos
+    assert res.status == "done", res.error
+    assert res.faces > 0
+    src_frames, out_frames = _check_same_timing_and_audio(video, output)
+    k = 15
+    diff = np.abs(out_frames[k].astype(np.int16) - src_frames[k].astype(np.int16)).max(axis=2)
+    changed = diff > 40
+    assert changed.sum() > 200  # a face was pasted
+    ys, xs = np.nonzero(changed)
+    boxes = face_boxes(src_frames[k], options)
+    assert boxes
+    away = outside_boxes_mask(src_frames[k].shape, boxes, margin=0.6)
+    assert np.abs(out_frames[k].astype(np.int16) - src_frames[k].astype(np.int16))[away].mean() < 2.5
+
+
+def test_corrupt_video_fails_alone_in_a_batch(ray_cluster, models, tmp_path):
+    from media_clips import make_clip
+
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    good = make_clip(tmp_path / "good.mp4", frames=64, width=160, height=120, gop=16, audio="aac")
+    bad = tmp_path / "bad.mp4"
+    data = bytearray(good.read_bytes())
+    import av
+
+    with av.open(str(good)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    for pos, size in packets[32:40]:  # zero the middle of the video data; the index stays intact
+        data[pos:pos + size] = bytes(size)
+    bad.write_bytes(bytes(data))
+    options = contract_face_options(models, yunet, enhancer=False)
+    config = small_config(tmp_path / "work", chunk_frames=16)
+    outs = [tmp_path / "good-out.mp4", tmp_path / "bad-out.mp4"]
+    result = run_swap([VideoRequest(str(good), str(outs[0]), (str(source),)),
+                       VideoRequest(str(bad), str(outs[1]), (str(source),))], options, config)
+    ok, failed = result.videos
+    assert ok.status == "done" and len(video_frames(outs[0])[0]) == 64
+    assert failed.status == "failed" and failed.error_kind == "input"
+    assert str(bad) in failed.error and "corrupt" in failed.error and "chunk" in failed.error
+    assert not outs[1].exists()  # nothing half-written at the destination
+    assert result.report["totals"]["failed"] == 1 and result.report["videos"][1]["error"] == failed.error
+
+
+def _stage_worker_pids(name: str) -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if name in cmd and "ray::" in cmd:
+            pids.append(proc.info["pid"])
+    return pids
+
+
+def test_stage_worker_killed_mid_job_gives_identical_output(ray_cluster, models, tmp_path, fault_reference):
+    video, source, options, reference = fault_reference
+    config = small_config(tmp_path / "work", chunk_frames=16)
+    output = tmp_path / "killed.mp4"
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "result", run_swap([VideoRequest(str(video), str(output), (str(source),))], options, config)))
+    runner.start()
+    try:
+        ledgers = []
+        deadline = time.monotonic() + 300
+        while not ledgers and time.monotonic() < deadline:
+            ledgers = list((tmp_path / "work").glob("*/ledger.jsonl"))
+            time.sleep(0.1)
+        wait_for_ledger_lines(ledgers[0], 1)
+        victims = _stage_worker_pids("FaceSwapperStage")
+        assert victims, "the swapper actor process is running"
+        for pid in victims:
+            psutil.Process(pid).send_signal(signal.SIGKILL)
+    finally:
+        runner.join(timeout=600)
+    (res,) = outcome["result"].videos
+    assert res.status == "done", res.error
+    assert lines_in(ledgers[0]) == res.chunks  # no chunk recorded twice
+    assert output.read_bytes() == reference.read_bytes()
+    assert not any(p in _stage_worker_pids("FaceSwapperStage") for p in victims)
+
+
+def lines_in(path: Path) -> int:
+    return len([line for line in path.read_text().splitlines() if line.strip()])

@@ -20,7 +20,9 @@ Detection scores. HOG gives an SVM margin, not a probability. `Face.score` = mar
 `face_detector_score` (FaceFusion's default 0.5) corresponds to dlib's own threshold (margin 0); lower
 it to find more (and falser) faces. `face_detector_angles` and NMS work as for the ONNX detectors.
 HOG cannot see faces smaller than ~80 px; each upsample halves that and costs ~4x the time (the
-`upsample` argument; see `DEFAULT_UPSAMPLE`).
+`upsample` argument; see `DEFAULT_UPSAMPLE`). The model options of the ONNX pack (detector model and
+size, landmarker, recognizer, swapper and enhancer model names, occluder/parser masks) do not apply here;
+the box mask options (`face_mask_blur`, `face_mask_padding`) do.
 
 Identity distance. `face_distance` is half dlib's Euclidean distance between 128-D descriptors, so
 that FaceFusion's `reference_face_distance` threshold keeps its meaning: the default 0.3 equals dlib's

@@ -199,7 +199,7 @@ def test_upsample_option_finds_small_faces(tmp_path):
     write_image(target, small)
     source = str(asset("media/meds-aa-S001-01.jpg"))
     with pytest.raises(InputError, match="small.png: no face found"):
-        swap_image([source], target, tmp_path / "o0.png", FaceOptions(), upsample=0)
+        swap_image([source], target, tmp_path / "o0.png", FaceOptions(face_detector_upsample=0))
     result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o1.png"),
                      "--face-detector-upsample", "1")
     assert result.returncode == 0, result.stderr

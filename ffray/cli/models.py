@@ -38,11 +38,14 @@ def register(subparsers) -> None:
         p.set_defaults(func=run)
 
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model-store options, shared with every command that loads models."""
-    parser.add_argument("--cache-dir", "--model-cache", dest="cache_dir", default=None,
+def add_store_arguments(parser: argparse.ArgumentParser, short_names: bool = True) -> None:
+    """The model-store options, shared with every command that loads models. Commands whose
+    `--source` means source images pass short_names=False and keep only the --model-* spellings."""
+    cache = ("--cache-dir", "--model-cache") if short_names else ("--model-cache",)
+    source = ("--source", "--model-source") if short_names else ("--model-source",)
+    parser.add_argument(*cache, dest="cache_dir", default=None,
                         help="model cache folder (default ~/.cache/ffray/models, env FFRAY_MODEL_CACHE)")
-    parser.add_argument("--source", "--model-source", dest="source", default=None,
+    parser.add_argument(*source, dest="source", default=None,
                         help="where to fetch models: https://mirror/base, s3://bucket/prefix or a folder "
                              "(env FFRAY_MODEL_SOURCE; default FaceFusion's GitHub release, then Hugging Face)")
     parser.add_argument("--commercial-only", action="store_true",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 
-from ffray.faces.options import FaceOptions, add_face_arguments, face_options_from_args
+from ffray.cli.models import add_store_arguments, store_from_args
+from ffray.faces.options import add_face_arguments, face_options_from_args
 
 DESCRIPTION = """\
 Swap the identity of the source image(s) (the largest face of each) into the target image and write
@@ -24,18 +24,9 @@ def register(subparsers) -> None:
                         help="source image(s) with the identity to put in")
     parser.add_argument("--target", "-t", required=True, metavar="IMG", help="image whose faces are replaced")
     parser.add_argument("--output", "-o", required=True, metavar="IMG", help="output image (format by extension)")
-    if "face_detector_upsample" not in {f.name for f in fields(FaceOptions)}:
-        parser.add_argument("--face-detector-upsample", type=int, default=None, metavar="N",
-                            help="builtin pack: HOG upsampling steps; each halves the smallest face found "
-                                 "(~80 px at 0) and costs ~4x the time (default 1)")
     g = parser.add_argument_group("models and execution (--pack facefusion)")
     g.add_argument("--execution-providers", nargs="+", default=["cpu"], choices=["tensorrt", "cuda", "cpu"])
-    g.add_argument("--model-cache", dest="model_cache", default=None,
-                   help="model cache folder (default ~/.cache/ffray/models, env FFRAY_MODEL_CACHE)")
-    g.add_argument("--model-source", dest="model_source", default=None,
-                   help="where to fetch models: https://mirror/base, s3://bucket/prefix or a folder")
-    g.add_argument("--commercial-only", action="store_true",
-                   help="refuse models whose licence does not allow commercial use")
+    add_store_arguments(g, short_names=False)
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_face_arguments(parser)
     parser.set_defaults(func=run)
@@ -48,13 +39,10 @@ def run(args: argparse.Namespace) -> int:
     execution = store = None
     if options.pack != "builtin":
         from ffray.models.sessions import ExecutionOptions
-        from ffray.models.store import ModelStore
 
         execution = ExecutionOptions(providers=tuple(args.execution_providers))
-        store = ModelStore(cache_dir=args.model_cache, source=args.model_source,
-                           commercial_only=args.commercial_only)
-    summary = swap_image(args.sources, args.target, args.output, options, execution, store=store,
-                         upsample=getattr(args, "face_detector_upsample", None))
+        store = store_from_args(args)
+    summary = swap_image(args.sources, args.target, args.output, options, execution, store=store)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     return 0

@@ -170,7 +170,7 @@ class BuiltinAnalyser:
     def __init__(self, options: FaceOptions | None = None, upsample: int | None = None):
         dlib = _dlib()
         self.options = options or FaceOptions()
-        self.upsample = DEFAULT_UPSAMPLE if upsample is None else int(upsample)
+        self.upsample = int(self.options.face_detector_upsample if upsample is None else upsample)
         if self.upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {self.upsample}")
         paths = model_paths()

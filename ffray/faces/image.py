@@ -82,13 +82,13 @@ def _faces_of(analyser: FaceAnalyser, image: np.ndarray, uri: str | os.PathLike,
 
 
 def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, output: str | os.PathLike,
-               options: FaceOptions, execution=None, store=None, upsample: int | None = None) -> dict:
+               options: FaceOptions, execution=None, store=None) -> dict:
     """Swap the sources' identity (largest face of each source image) into the selected faces of
     `target` and write `output`. Returns a small summary (faces swapped, model hashes).
 
     Selection follows `options`: `many` / `one`, or `reference` with the reference face taken from
     `reference_face_image` when given, else from the target's own faces (`reference_face_position`
-    after sort/filter). `upsample`: HOG upsampling of the builtin pack (None: its default).
+    after sort/filter).
     """
     if not sources:
         raise InputError("swap-image: at least one --source image is required")
@@ -99,12 +99,7 @@ def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, 
     target_image = read_image(target)
     reference_image = read_image(options.reference_face_image) if options.reference_face_image else None
 
-    if options.pack == "builtin" and upsample is not None:
-        from ffray.faces.builtin import BuiltinAnalyser
-
-        analyser: FaceAnalyser = BuiltinAnalyser(options, upsample=upsample)
-    else:
-        analyser = load_analyser(options, execution, store)
+    analyser: FaceAnalyser = load_analyser(options, execution, store)
     source_faces = []
     for uri, image in zip(sources, source_images, strict=True):
         source_faces.append(largest_face(_faces_of(analyser, image, uri, embed=True)))

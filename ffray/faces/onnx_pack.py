@@ -79,7 +79,8 @@ class OnnxFaceAnalyser:
         for ref in refs:
             session, spec, _ = self._loader.load(ref, "detector")
             self.detectors.append(FaceDetector(session, spec.type, options.face_detector_size,
-                                               options.face_detector_score, batch_size))
+                                               options.face_detector_score, batch_size,
+                                               margin=options.face_detector_margin))
         self.nms_threshold = nms_threshold(options.face_detector_model, options.face_detector_angles)
         self.landmarkers: list[Landmarker68] = []
         needs_68 = options.face_landmarker_score > 0 or "area" in options.face_mask_types

@@ -30,6 +30,7 @@ class FaceOptions:
     face_detector_size: int = 640
     face_detector_score: float = 0.5
     face_detector_angles: tuple[int, ...] = (0,)
+    face_detector_margin: tuple[int, int, int, int] = (0, 0, 0, 0)  # % per side: top right bottom left
     face_detector_upsample: int = 1  # builtin pack only: HOG upsampling steps (each halves the smallest face)
     face_landmarker_model: str = "2dfan4"
     face_landmarker_score: float = 0.5  # 0 disables the 68-point landmarker
@@ -88,6 +89,8 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--face-detector-score", type=float, default=d.face_detector_score)
     g.add_argument("--face-detector-angles", type=int, nargs="+", default=list(d.face_detector_angles),
                    choices=[0, 90, 180, 270])
+    g.add_argument("--face-detector-margin", type=int, nargs="+", default=list(d.face_detector_margin),
+                   metavar="PERCENT", help="zero padding before detection, 1-4 values (top right bottom left)")
     g.add_argument("--face-detector-upsample", type=int, default=d.face_detector_upsample, metavar="N",
                    help="builtin pack: HOG upsampling steps; each halves the smallest face found (~80 px at 0) "
                         "and costs ~4x the time")
@@ -123,7 +126,7 @@ def face_options_from_args(args: argparse.Namespace) -> FaceOptions:
         if not hasattr(args, f.name):
             continue
         v = getattr(args, f.name)
-        if f.name == "face_mask_padding":
+        if f.name in ("face_mask_padding", "face_detector_margin"):
             v = _padding(v)
         elif isinstance(v, list):
             v = tuple(v)

@@ -77,13 +77,14 @@ class FaceEnhancer(Protocol):
 
 # --- Arrow-friendly packing: face records travel between pipeline stages as plain arrays ----------
 
-FACE_COLUMNS = ("face_frame", "box", "score", "landmark_5", "landmark_5_68", "landmarker_score")
+FACE_COLUMNS = ("face_frame", "box", "score", "landmark_5", "landmark_5_68", "landmark_68", "landmarker_score")
 
 
 def pack_faces(faces_per_frame: Sequence[Sequence[Face]]) -> dict[str, np.ndarray]:
     """Flatten faces of several frames into arrays; `face_frame` says which frame each face is in.
 
-    Landmarks-68 and embeddings are not packed: downstream stages need only the warp points.
+    Embeddings are not packed: downstream stages need the warp points, and the 68 points for area
+    masks (NaN where no 68-point model ran; 544 bytes a face).
     """
     rows = [(i, f) for i, faces in enumerate(faces_per_frame) for f in faces]
     n = len(rows)
@@ -93,6 +94,9 @@ def pack_faces(faces_per_frame: Sequence[Sequence[Face]]) -> dict[str, np.ndarra
         "score": np.array([f.score for _, f in rows], dtype=np.float32).reshape(n),
         "landmark_5": np.array([f.landmark_5 for _, f in rows], dtype=np.float32).reshape(n, 5, 2),
         "landmark_5_68": np.array([f.landmark_5_68 for _, f in rows], dtype=np.float32).reshape(n, 5, 2),
+        "landmark_68": np.array(
+            [f.landmark_68 if f.landmark_68 is not None else np.full((68, 2), np.nan) for _, f in rows],
+            dtype=np.float32).reshape(n, 68, 2),
         "landmarker_score": np.array([f.landmarker_score for _, f in rows], dtype=np.float32).reshape(n),
     }
     return out
@@ -101,12 +105,16 @@ def pack_faces(faces_per_frame: Sequence[Sequence[Face]]) -> dict[str, np.ndarra
 def unpack_faces(packed: dict[str, np.ndarray], frame_count: int) -> list[list[Face]]:
     faces: list[list[Face]] = [[] for _ in range(frame_count)]
     for k in range(len(packed["face_frame"])):
+        landmark_68 = packed["landmark_68"][k] if "landmark_68" in packed else None
+        if landmark_68 is not None and np.isnan(landmark_68).any():
+            landmark_68 = None
         faces[int(packed["face_frame"][k])].append(
             Face(
                 box=np.asarray(packed["box"][k], dtype=np.float32),
                 score=float(packed["score"][k]),
                 landmark_5=np.asarray(packed["landmark_5"][k], dtype=np.float32),
                 landmark_5_68=np.asarray(packed["landmark_5_68"][k], dtype=np.float32),
+                landmark_68=None if landmark_68 is None else np.asarray(landmark_68, dtype=np.float32),
                 landmarker_score=float(packed["landmarker_score"][k]),
             )
         )

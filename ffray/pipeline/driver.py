@@ -155,8 +155,11 @@ def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False  # segments carry keys; order would only add stalls
     ctx.wait_for_min_actors_s = config.wait_for_min_actors_s
-    if quiet:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # our progress lines replace Ray Data's bars and per-execution INFO lines; its warnings still show
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")  # the notice that bars are off: they are off on purpose
 
 
 def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool):

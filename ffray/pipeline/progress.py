@@ -58,6 +58,8 @@ class Progress:
         v.state = state
         if state in ("done", "failed"):
             self.line(f"{v.name}: {state}{(' ' + detail) if detail else ''}")
+            if not self.tty:
+                return  # in a log the line above says it all
         self.tick(force=True)
 
     def totals(self) -> tuple[int, int, int]:

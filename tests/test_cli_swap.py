@@ -1,0 +1,135 @@
+"""`ffray swap`, `ffray batch` and `ffray demo` as a user runs them (subprocesses, each with its own local Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_helpers import (
+    audio_packets,
+    fault_cli_args,
+    ffray_cmd,
+    kill_process_group,
+    run_env,
+    video_frames,
+    wait_for_ledger_lines,
+)
+
+pytest_plugins = ["pipeline_helpers"]  # the session fixture fault_reference
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _ledger_records(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def test_driver_killed_and_rerun_resumes_without_redoing_chunks(tmp_path, fault_reference):
+    video, source, options, reference = fault_reference
+    work = tmp_path / "work"
+    output = tmp_path / "out.mp4"
+    args = ffray_cmd(*fault_cli_args(video, source, options, output, work))
+    proc = subprocess.Popen(args, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        ledgers = []
+        while not ledgers and time.monotonic() < deadline:
+            ledgers = list(work.glob("*/ledger.jsonl"))
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.1)
+        wait_for_ledger_lines(ledgers[0], 2, proc=proc)
+    finally:
+        kill_process_group(proc)  # the driver and the local Ray it started
+    assert proc.returncode == -9
+    assert not output.exists()
+    finished = _ledger_records(ledgers[0])
+    assert 2 <= len(finished) < 6
+    stats = {r["chunk_id"]: os.stat(r["segment"]) for r in finished}
+
+    rerun = subprocess.run(args, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert output.read_bytes() == reference.read_bytes()
+    records = _ledger_records(ledgers[0])
+    ids = [r["chunk_id"] for r in records]
+    assert len(ids) == len(set(ids)) == 6  # nothing finished before the kill was done again
+    for chunk_id, before in stats.items():
+        after = os.stat(next(r["segment"] for r in records if r["chunk_id"] == chunk_id))
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    report = json.loads((ledgers[0].parent / "report.json").read_text())
+    assert report["totals"]["chunks_resumed"] == len(finished)
+    assert report["totals"]["chunks_processed_this_run"] == 6 - len(finished)
+    assert "wrote" in rerun.stderr and str(output) in rerun.stderr
+
+
+def test_swap_bad_input_exits_2_with_one_line(tmp_path):
+    done = subprocess.run(ffray_cmd("swap", "--source", str(tmp_path / "a.jpg"), "--target",
+                                    str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o.mp4"),
+                                    "--work-dir", str(tmp_path / "w")),
+                          env=run_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("ffray: error: ") and "missing.mp4" in lines[-1]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(tmp_path_factory):
+    from ffray.cli.swap import make_demo_inputs
+
+    return make_demo_inputs(tmp_path_factory.mktemp("demo-inputs"))
+
+
+def test_batch_lists_failed_rows_and_finishes_the_others(tmp_path, demo_inputs):
+    import cv2
+
+    clip, face = demo_inputs
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(
+        "source,target,output,face_selector_mode\n"
+        f"{face},{clip},out/one.mp4,many\n"
+        f"{face},missing.mp4,out/two.mp4,\n"
+        f"{blank},{clip},out/three.mp4,\n"
+    )
+    done = subprocess.run(ffray_cmd("batch", str(manifest), "--work-dir", str(tmp_path / "work"),
+                                    "--chunk-frames", "16"),
+                          env=run_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert (tmp_path / "out/one.mp4").is_file()
+    assert not (tmp_path / "out/two.mp4").exists() and not (tmp_path / "out/three.mp4").exists()
+    failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2
+    assert failed[0].startswith("FAILED row 2") and "missing.mp4" in failed[0]
+    assert failed[1].startswith("FAILED row 3") and "blank.png" in failed[1] and "no face" in failed[1]
+    assert "1 of 3 succeeded" in done.stderr
+    src, _ = video_frames(clip)
+    out, _ = video_frames(tmp_path / "out/one.mp4")
+    assert len(out) == len(src)
+
+
+def test_demo_runs_offline_and_prints_the_output(tmp_path):
+    done = subprocess.run(ffray_cmd("demo", "--work-dir", str(tmp_path / "work"), "--quiet"),
+                          env=run_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = Path(done.stdout.strip().splitlines()[-1])
+    assert output.is_file() and output.suffix == ".mp4"
+    target = tmp_path / "work" / "demo-inputs" / "astronaut-clip.mp4"
+    src, src_pts = video_frames(target)
+    out, out_pts = video_frames(output)
+    assert len(out) == len(src) == 48 and out_pts == src_pts
+    assert audio_packets(output) == audio_packets(target)
+    report = json.loads(next((tmp_path / "work").glob("*/report.json")).read_text())
+    assert report["videos"][0]["faces"] >= 40  # the astronaut's face is found in (nearly) every frame
+    assert report["face_options"]["pack"] == "builtin"

@@ -110,25 +110,7 @@ def _pull(store, args) -> int:
             refs += [ref] if location else [r for r in required_models(name) if r not in refs]
     else:  # everything, like FaceFusion's force-download; --commercial-only skips what it would refuse
         refs = [n for n in MODELS if not args.commercial_only or get_spec(n).commercial]
-    rows, failures = [], []
-    for ref in refs:
-        try:
-            resolved = store.pull(ref, force=args.force)
-        except ModelError as exc:
-            failures.append(str(exc))
-            rows.append({"name": ref, "status": "failed", "error": str(exc)})
-            if not args.json and len(refs) > 1:
-                print(f"{ref}: FAILED: {exc}", file=sys.stderr)
-            continue
-        rows.append({"name": ref, "status": "verified", "path": str(resolved.path), "sha256": resolved.sha256})
-        if not args.json:
-            print(f"{ref}: verified {resolved.path} sha256 {resolved.sha256}")
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        print()
-    if failures:
-        raise ModelError(failures[0] if len(failures) == 1 else f"{len(failures)} models failed to pull; first: {failures[0]}")
-    return 0
+    return _each(refs, lambda ref: store.pull(ref, force=args.force), "verified", "pull", args)
 
 
 def _verify(store, args) -> int:
@@ -136,10 +118,18 @@ def _verify(store, args) -> int:
 
     cached = [n for n in MODELS if store.status(n) not in ("missing", "partial")]
     refs = _names(args, cached)
+    if not refs and not args.json:
+        print(f"no models cached in {store.cache_dir}")
+        return 0
+    return _each(refs, store.verify, "ok", "verification", args)
+
+
+def _each(refs: list[str], action, done: str, what: str, args: argparse.Namespace) -> int:
+    """Run `action` on every ref, report each (text or --json), fail at the end if any failed."""
     rows, failures = [], []
     for ref in refs:
         try:
-            resolved = store.verify(ref)
+            resolved = action(ref)
         except ModelError as exc:
             failures.append(str(exc))
             rows.append({"name": ref, "status": "failed", "error": str(exc)})
@@ -148,14 +138,12 @@ def _verify(store, args) -> int:
             continue
         rows.append({"name": ref, "status": "verified", "path": str(resolved.path), "sha256": resolved.sha256})
         if not args.json:
-            print(f"{ref}: ok {resolved.path} sha256 {resolved.sha256}")
+            print(f"{ref}: {done} {resolved.path} sha256 {resolved.sha256}")
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()
-    elif not refs:
-        print(f"no models cached in {store.cache_dir}")
     if failures:
-        raise ModelError(failures[0] if len(failures) == 1 else f"{len(failures)} models failed verification; first: {failures[0]}")
+        raise ModelError(failures[0] if len(failures) == 1 else f"{len(failures)} models failed {what}; first: {failures[0]}")
     return 0
 
 

@@ -44,7 +44,6 @@ not used by this pack: any `face_enhancer_model` enables it.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from ffray.faces.options import FaceOptions
 from ffray.faces.paste import paste_area, paste_back
 from ffray.faces.select import average_identity
 from ffray.faces.types import Face
+from ffray.models.store import file_digests
 
 # HOG at 1 upsample finds faces down to ~40 px (dlib's and face_recognition's usual default); 2 finds
 # ~20 px faces at ~4x the cost. See the module docstring and benchmarks.
@@ -94,14 +94,6 @@ def model_paths() -> dict[str, Path]:
         "dlib_shape_predictor_5": Path(frm.pose_predictor_five_point_model_location()),
         "dlib_face_recognition_resnet_v1": Path(frm.face_recognition_model_location()),
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def facefusion_points(dlib_shape_5: np.ndarray) -> np.ndarray:
@@ -174,7 +166,7 @@ class BuiltinAnalyser:
         if self.upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {self.upsample}")
         paths = model_paths()
-        self.model_hashes = {name: _sha256(path) for name, path in paths.items()}
+        self.model_hashes = {name: file_digests(path)[0] for name, path in paths.items()}
         self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
         self._predictor = dlib.shape_predictor(str(paths["dlib_shape_predictor_5"]))
         self._encoder = dlib.face_recognition_model_v1(str(paths["dlib_face_recognition_resnet_v1"]))

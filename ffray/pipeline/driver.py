@@ -293,15 +293,28 @@ def job_identity(entries: list[dict], options: FaceOptions, config: PipelineConf
 # --- the job ----------------------------------------------------------------------------------------
 
 
-def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
-             address: str | None = None, progress: Progress | None = None, quiet: bool = False,
-             report_path: str | None = None, local_cpus: float | None = None,
-             local_gpus: float | None = None) -> JobResult:
-    """Swap faces in every requested video. Per-video failures are in the results (never raised);
-    only job-wide problems (no model, bad configuration) raise."""
+@dataclass
+class PreparedJob:
+    """Everything decided before any chunk runs: identity, per-video tables, plans, what is already done."""
+
+    job_id: str
+    job_dir: Path
+    ledger: Ledger
+    results: list[VideoResult]
+    infos: dict[str, Any]
+    table: JobTable
+    plans: dict[str, list]
+    done: dict[str, dict[int, ChunkRecord]]
+    tasks: list
+    model_hashes: dict[str, str]
+
+
+def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig,
+                progress: Progress | None = None) -> PreparedJob:
+    """Probe inputs, analyse sources and reference faces, derive the job id, plan chunks and drop those
+    the ledger says are finished. Per-video problems are recorded in the results, not raised."""
     from ffray.media import plan_chunks, probe
 
-    started = time.perf_counter()
     config.validate()
     progress = progress or Progress(quiet=True)
     results = [VideoResult(_video_id(i, r.target), r.target, r.output) for i, r in enumerate(requests)]
@@ -386,6 +399,23 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
         execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
         model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
         model_cache_dir=config.model_cache_dir, model_source=config.model_source)
+
+    return PreparedJob(job_id, job_dir, ledger, results, infos, table, plans, done, tasks, model_hashes)
+
+
+def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
+             address: str | None = None, progress: Progress | None = None, quiet: bool = False,
+             report_path: str | None = None, local_cpus: float | None = None,
+             local_gpus: float | None = None) -> JobResult:
+    """Swap faces in every requested video. Per-video failures are in the results (never raised);
+    only job-wide problems (no model, bad configuration) raise."""
+    started = time.perf_counter()
+    progress = progress or Progress(quiet=True)
+    job = prepare_job(requests, options, config, progress)
+    job_id, job_dir, ledger, results = job.job_id, job.job_dir, job.ledger, job.results
+    infos, table, plans, done, tasks = job.infos, job.table, job.plans, job.done, job.tasks
+    model_hashes = job.model_hashes
+    videos = table.videos
 
     # 3. run; remux each video the moment its last chunk is recorded
     by_id = {r.video_id: r for r in results}

@@ -172,3 +172,13 @@ def test_manifest_csv_and_jsonl(tmp_path):
     (tmp_path / "bad.csv").write_text("src,target\n")
     with pytest.raises(InputError, match="lacks column"):
         read_manifest(str(tmp_path / "bad.csv"))
+
+
+def test_gpu_stage_on_a_cluster_without_gpus_fails_fast():
+    from ffray.pipeline.driver import check_placeable
+
+    config = PipelineConfig(swapper=StageConfig(num_gpus=0.5)).resolved(cluster_gpus=0)
+    with pytest.raises(InputError, match="--swapper-gpus 0.5: the Ray cluster has 0 GPUs"):
+        check_placeable(config, 0, with_enhancer=False)
+    check_placeable(PipelineConfig().resolved(cluster_gpus=0), 0, with_enhancer=True)  # auto -> CPU: fine
+    check_placeable(PipelineConfig().resolved(cluster_gpus=1), 1, with_enhancer=True)

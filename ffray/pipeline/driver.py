@@ -421,7 +421,6 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     by_id = {r.video_id: r for r in results}
     rows: list[dict[str, Any]] = []
     remuxes: dict[str, concurrent.futures.Future] = {}
-    video_started = {vid: time.perf_counter() for vid in plans}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="remux")
     effective = config
     stats_text = ""
@@ -432,7 +431,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
             return
         progress.set_state(video_id, "remuxing")
         remuxes[video_id] = pool.submit(_remux_video, videos[video_id], infos[video_id], plans[video_id],
-                                        done[video_id], res)
+                                        done[video_id], res, started)
 
     try:
         for vid in plans:
@@ -442,7 +441,9 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
 
             started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus, num_gpus=local_gpus)
             try:
-                effective = config.resolved(float(ray.cluster_resources().get("GPU", 0)))
+                cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+                effective = config.resolved(cluster_gpus)
+                check_placeable(effective, cluster_gpus, with_enhancer=bool(options.face_enhancer_model))
                 table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
                 _configure_data_context(effective, quiet)
                 ds = build_dataset(tasks, table, effective, with_enhancer=bool(options.face_enhancer_model))
@@ -473,7 +474,6 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
         for vid, fut in remuxes.items():
             fut.result()
             res = by_id[vid]
-            res.seconds = round(time.perf_counter() - video_started[vid], 3)
             progress.set_state(vid, res.status, res.output if res.status == "done" else res.error)
     finally:
         pool.shutdown(wait=True)
@@ -497,6 +497,16 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     return JobResult(job_id, str(job_dir), results, report, report_path or report_file)
 
 
+def check_placeable(config: PipelineConfig, cluster_gpus: float, with_enhancer: bool) -> None:
+    """Fail now, with the flag to change, instead of waiting for actors that can never be placed."""
+    stages = ["detector", "swapper", *(["enhancer"] if with_enhancer else []), "writer"]
+    for name in stages:
+        share = config.stage(name).num_gpus or 0
+        if share > 0 and cluster_gpus < share:
+            raise InputError(f"--{name}-gpus {share:g}: the Ray cluster has {cluster_gpus:g} GPUs "
+                             f"(use --{name}-gpus 0 to run this stage on CPU)")
+
+
 def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     st = config.stage(stage)
     kw: dict[str, Any] = {"providers": config.providers_for(st), "intra_op_threads": config.intra_op_threads}
@@ -505,7 +515,8 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     return kw
 
 
-def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord], res: VideoResult) -> None:
+def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord], res: VideoResult,
+                 job_started: float) -> None:
     from ffray.media import remux
 
     try:
@@ -513,6 +524,7 @@ def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord]
         out = remux(video.uri, segments, res.output, info=info)
         res.output_info = dataclasses.asdict(out)
         res.status = "done"
+        res.seconds = round(time.perf_counter() - job_started, 3)  # job start to this output in place
     except FfrayError as exc:
         res.fail(exc, _kind(exc))
     except Exception as exc:  # remux of one video must not lose the others

@@ -28,6 +28,18 @@ def pattern(index: int, width: int, height: int) -> np.ndarray:
     return image + noise
 
 
+def smooth_pattern(index: int, width: int, height: int) -> np.ndarray:
+    """BGR uint8 frame `index` of a smooth scene drifting about a pixel per frame, with detail in
+    brightness and only slow colour changes: what camera footage looks like to a 4:2:0 encoder,
+    so PSNR measures the pipeline rather than the content."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    luma = 128 + 80 * np.sin(2 * np.pi * (x + 1.5 * index) / 37) * np.cos(2 * np.pi * (y + 0.7 * index) / 29)
+    tint_x = 25 * np.cos(2 * np.pi * x / max(width, 1))
+    tint_y = 25 * np.sin(2 * np.pi * y / max(height, 1))
+    image = np.stack([luma + tint_x, luma - 0.5 * (tint_x + tint_y), luma + tint_y], axis=-1)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
 def make_clip(
     path: str | Path,
     *,
@@ -46,10 +58,13 @@ def make_clip(
     audio: str | None = None,
     audio_rate: int = 48000,
     container_format: str | None = None,
+    smooth: bool = False,
 ) -> Path:
     """Encode `frames` pattern frames. `pts` (in `time_base` units) makes a VFR clip; else CFR at `fps`.
     `rotation` sets the display matrix (counter-clockwise degrees, as PyAV's `set_display_rotation`).
-    `audio` adds a sine-tone stream with that encoder (e.g. "aac", "libopus", "libmp3lame")."""
+    `audio` adds a sine-tone stream with that encoder (e.g. "aac", "libopus", "libmp3lame").
+    `smooth` draws `smooth_pattern` instead, for tests that measure PSNR (the default pattern's
+    colour edges and flicker are deliberately hard: 4:2:0 alone costs it ~25 dB)."""
     path = Path(path)
     if pts is None:
         step = Fraction(1) / (fps * time_base)
@@ -78,7 +93,8 @@ def make_clip(
         astream = out.add_stream(audio, rate=audio_rate)
         astream.layout = "stereo"
     for i, p in enumerate(pts):
-        frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="bgr24")
+        image = (smooth_pattern if smooth else pattern)(i, width, height)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame = frame.reformat(format=pix_fmt)
         frame.pts = p
         frame.time_base = time_base

@@ -3,10 +3,12 @@ second, with the audio packets untouched; and the same inputs always give the sa
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import fsspec
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from ffray.media import (
     probe,
     remux,
 )
-from ffray.media.encode import quality_to_crf
+from ffray.media.encode import even_size, quality_to_crf
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,21 +109,38 @@ def test_other_encoders_round_trip(encoder, tmp_path):
 
 
 def test_vfr_rotation_and_offset_timestamps_survive(tmp_path):
-    for case in ("vfr", "rotated", "ntsc_offset", "ten_bit", "odd_size"):
+    for case in ("vfr", "rotated", "ntsc_offset", "ten_bit"):
         folder = tmp_path / case
         folder.mkdir()
         source = make_case(case, folder, **({"audio": "aac"} if case == "vfr" else {}))
-        if case == "odd_size":  # yuv420p needs even sizes: the encoder rejects odd ones with a clear error
-            info = probe(source)
-            with pytest.raises(MediaError, match="odd frame size"):
-                encode_segment(decode_chunk(source, plan_chunks(info, 100)[0]), folder / "s.mp4", info)
-            assert not (folder / "s.mp4").exists()
-            continue
         info, _, result = round_trip(source, folder, "out.mp4", 8)
         out = probe(folder / "out.mp4")
         assert frame_times(folder / "out.mp4") == frame_times(source), case
         assert out.rotation == info.rotation and out.display_matrix == info.display_matrix
         assert (out.width, out.height) == (info.width, info.height)
+
+
+def test_odd_size_source_comes_out_at_facefusions_even_size(tmp_path, caplog):
+    # 161x121 -> 160x120 (Python's round is half-to-even, as in FaceFusion's normalize_resolution)
+    source = make_case("odd_size", tmp_path, audio="aac", smooth=True, width=161, height=121)
+    with caplog.at_level(logging.WARNING, logger="ffray.media"):
+        info, _, result = round_trip(source, tmp_path, "out.mp4", 9)
+    output = tmp_path / "out.mp4"
+    out = probe(output)
+    assert (info.coded_width, info.coded_height) == (161, 121) and len(plan_chunks(info, 9)) > 1
+    assert (out.width, out.height) == (160, 120) == (result.width, result.height)
+    assert result.resized_from == (161, 121)
+    assert [r.levelname for r in caplog.records if "odd frame size" in r.getMessage()] == ["WARNING"]
+    assert out.frames == info.frames and frame_times(output) == frame_times(source)
+    assert [a["action"] for a in result.audio] == ["copied"] and audio_packets(output) == audio_packets(source)
+    pairs = zip(decode_all(source), decode_all(output), strict=True)
+    worst = min(psnr(cv2.resize(a, (160, 120), interpolation=cv2.INTER_LINEAR), b) for (_, a), (_, b) in pairs)
+    assert worst >= 40.0, f"PSNR {worst:.2f} dB"
+    # the writer also takes frames the caller already resized, and even sources are left alone
+    with SegmentWriter(tmp_path / "pre.mp4", info) as writer:
+        writer.write(np.zeros((120, 160, 3), np.uint8), 0)
+    assert (writer.result.width, writer.result.height) == (160, 120)
+    assert even_size(67, 51) == (68, 52) and even_size(64, 48) == (64, 48) and even_size(1, 1) == (2, 2)
 
 
 def test_for_output_applies_facefusion_fixups():

@@ -6,6 +6,11 @@ every frame keeps its exact source timestamp, VFR included; Matroska would round
 to 1/90000 s. Encoding follows FaceFusion (libx264, CRF = round(51 - 0.51 * quality), preset veryfast,
 BT.709 matrix, TV range, yuv420p, bt709 tags) with a fixed thread count and FFmpeg's bitexact flags,
 so the same frames always give the same bytes (the pipeline re-encodes chunks after a crash).
+
+Odd frame sizes: yuv420p needs even ones, so (as FaceFusion's normalize_resolution does) the encoded
+size is each side rounded to an even number with Python's round (half to even: 65 -> 64, 67 -> 68)
+and frames are resized bilinearly (cv2.resize) when their size differs. The writer decides this
+from the VideoInfo, so callers keep handing it coded-size frames; remux reports it (resized_from).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from ffray.errors import InputError, MediaError
@@ -45,6 +51,16 @@ def output_container(output: str | os.PathLike) -> tuple[str, str]:
         raise InputError(f"{output}: unsupported output container {suffix or '(none)'!r}; "
                          f"use one of {', '.join(OUTPUT_CONTAINERS)}")
     return suffix, OUTPUT_CONTAINERS[suffix][0]
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """FaceFusion's normalize_resolution: each side to an even number, round(x / 2) * 2 (never 0)."""
+    return max(2, round(width / 2) * 2), max(2, round(height / 2) * 2)
+
+
+def encoded_size(info: VideoInfo) -> tuple[int, int]:
+    """(width, height) segments and outputs are encoded at, in coded orientation."""
+    return even_size(info.coded_width, info.coded_height)
 
 
 def quality_to_crf(encoder: str, quality: int) -> int:
@@ -103,6 +119,8 @@ class SegmentInfo:
     first_pts: int  # source time base
     last_pts: int
     sha256: str
+    width: int = 0  # encoded size (even; see encoded_size)
+    height: int = 0
 
 
 def segment_muxer_options(time_base: Fraction) -> dict[str, str]:
@@ -123,6 +141,7 @@ class SegmentWriter:
         self.first_pts: int | None = None
         self.last_pts: int | None = None
         self.result: SegmentInfo | None = None
+        self.width, self.height = encoded_size(info)
         self._atomic = None
         self._container = None
         self._stream = None
@@ -139,14 +158,11 @@ class SegmentWriter:
 
     def _open(self) -> None:
         info, opts = self.info, self.opts
-        if opts.pix_fmt == "yuv420p" and (info.coded_width % 2 or info.coded_height % 2):
-            raise MediaError(info.uri, f"odd frame size {info.coded_width}x{info.coded_height} cannot be "
-                                       "encoded as yuv420p (resize or pad the frames to even sizes)")
         muxer_options = segment_muxer_options(info.time_base)
         container = av.open(self._tmp, "w", format="mp4", options=muxer_options)
         container.flags |= av.container.Flags.bitexact.value
         stream = container.add_stream(opts.encoder, rate=info.fps, options=opts.codec_options())
-        stream.width, stream.height = info.coded_width, info.coded_height
+        stream.width, stream.height = self.width, self.height
         stream.pix_fmt = opts.pix_fmt
         stream.time_base = info.time_base
         ctx = stream.codec_context
@@ -167,10 +183,15 @@ class SegmentWriter:
             raise MediaError(self.dest, f"cannot open encoder {opts.encoder} ({exc})") from exc
 
     def write(self, image: np.ndarray, pts: int) -> None:
-        expected = (self.info.coded_height, self.info.coded_width, 3)
-        if image.dtype != np.uint8 or image.shape != expected:
-            raise ValueError(f"segment frame must be uint8 {expected} (BGR, coded orientation), "
+        """`image`: BGR uint8 at the coded size (resized here when that is odd) or already at the
+        encoded size."""
+        coded = (self.info.coded_height, self.info.coded_width, 3)
+        encoded = (self.height, self.width, 3)
+        if image.dtype != np.uint8 or image.shape not in (coded, encoded):
+            raise ValueError(f"segment frame must be uint8 {coded} (BGR, coded orientation), "
                              f"got {image.dtype} {image.shape}")
+        if image.shape != encoded:
+            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         if self.last_pts is not None and pts <= self.last_pts:
             raise ValueError(f"segment pts must increase: {pts} after {self.last_pts}")
         frame = bgr_to_frame(image, self.opts.pix_fmt)
@@ -192,7 +213,7 @@ class SegmentWriter:
             self._container.close()
             if exc_type is None:
                 self.result = SegmentInfo(self.dest, self.frames, self.first_pts, self.last_pts,
-                                          file_sha256(self._tmp))
+                                          file_sha256(self._tmp), self.width, self.height)
         except BaseException:
             self._atomic.__exit__(*_exc_info())
             raise

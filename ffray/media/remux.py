@@ -5,7 +5,9 @@ Video packets are copied in segment order (never re-encoded), with the source's 
 from the source untouched unless the output container cannot hold the codec; then that stream is
 re-encoded (AAC for mp4/mov, Opus for webm), logged, and reported in OutputInfo.audio. The display
 matrix (rotation) and container metadata are carried over. Output is written under a temporary name,
-probed (frame count, timestamps, duration) and only then renamed into place. Given the same inputs
+probed (frame count, timestamps, duration, encoded size) and only then renamed into place. A source
+with an odd width or height comes out at the even size the segments were encoded at (see encode.py);
+that is logged once per output and reported as OutputInfo.resized_from. Given the same inputs
 the bytes are the same (bitexact muxing, no wall-clock metadata), so a crashed job can redo it.
 """
 
@@ -22,7 +24,7 @@ import av
 import numpy as np
 
 from ffray.errors import MediaError, ProcessingError
-from ffray.media.encode import file_sha256, output_container, segment_muxer_options
+from ffray.media.encode import encoded_size, file_sha256, output_container, segment_muxer_options
 from ffray.media.io import open_input, open_output_atomic
 from ffray.media.probe import VideoInfo, probe
 
@@ -50,6 +52,9 @@ class OutputInfo:
     audio: tuple[dict, ...] = field(default_factory=tuple)  # {index, codec, action: copied|re-encoded, ...}
     sha256: str = ""
     size: int = 0
+    width: int = 0  # encoded (coded-orientation) size of the output
+    height: int = 0
+    resized_from: tuple[int, int] | None = None  # the source's coded size when it was odd
 
     @property
     def audio_reencoded(self) -> bool:
@@ -65,12 +70,19 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
         raise ProcessingError(f"{output_uri}: no segments to remux")
     info = info or probe(source_uri)
     suffix, muxer = output_container(output_uri)
+    width, height = encoded_size(info)
+    resized_from = None
+    if (width, height) != (info.coded_width, info.coded_height):
+        resized_from = (info.coded_width, info.coded_height)
+        log.warning("%s: odd frame size %dx%d; %s is encoded at %dx%d (resized bilinearly, as FaceFusion does)",
+                    source_uri, info.coded_width, info.coded_height, output_uri, width, height)
     with open_output_atomic(output_uri, suffix=suffix) as tmp:
         report = _write(tmp, muxer, source_uri, segment_uris, info, audio)
         result = _verify(tmp, output_uri, info, muxer)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
                             video_codec=result.codec, segments=len(segment_uris), audio=tuple(report),
-                            sha256=file_sha256(tmp), size=os.path.getsize(tmp))
+                            sha256=file_sha256(tmp), size=os.path.getsize(tmp),
+                            width=result.coded_width, height=result.coded_height, resized_from=resized_from)
     return result
 
 
@@ -255,6 +267,9 @@ def _verify(tmp: str, output_uri: str, info: VideoInfo, muxer: str) -> VideoInfo
     if abs(out.duration - info.duration) > frame_interval + 0.002:
         raise MediaError(output_uri, f"remuxed duration {out.duration:.3f}s differs from the source's "
                                      f"{info.duration:.3f}s")
+    if (out.coded_width, out.coded_height) != encoded_size(info):
+        raise MediaError(output_uri, "remuxed frame size {}x{} is not the encoded size {}x{}".format(
+            out.coded_width, out.coded_height, *encoded_size(info)))
     if info.rotation != out.rotation:
         raise MediaError(output_uri, f"rotation {out.rotation} lost (source {info.rotation})")
     return out

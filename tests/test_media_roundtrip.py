@@ -26,7 +26,7 @@ from ffray.media import (
     probe,
     remux,
 )
-from ffray.media.encode import even_size, quality_to_crf
+from ffray.media.encode import even_size, quality_to_crf, quality_to_qscale
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -141,6 +141,55 @@ def test_odd_size_source_comes_out_at_facefusions_even_size(tmp_path, caplog):
         writer.write(np.zeros((120, 160, 3), np.uint8), 0)
     assert (writer.result.width, writer.result.height) == (160, 120)
     assert even_size(67, 51) == (68, 52) and even_size(64, 48) == (64, 48) and even_size(1, 1) == (2, 2)
+
+
+def test_avi_round_trip_keeps_frame_slots_and_audio_and_is_deterministic(tmp_path):
+    # xvid_aac.avi: 31 frames in 32 slots (slot 1 is an empty, skipped chunk), mp3 audio
+    source = asset("media/xvid_aac.avi")
+    outputs = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        folder.mkdir()
+        info, _, result = round_trip(source, folder, "out.avi", 12)
+        output = folder / "out.avi"
+        assert result.video_codec == "mpeg4" and result.frames == info.frames == 31
+        assert frame_times(output) == frame_times(source)
+        assert [a["action"] for a in result.audio] == ["copied"] and audio_packets(output) == audio_packets(source)
+        outputs.append(output.read_bytes())
+    assert outputs[0] == outputs[1]
+    worst = min(psnr(a, b) for (_, a), (_, b) in zip(decode_all(source), decode_all(output), strict=True))
+    assert worst >= 40.0, f"PSNR {worst:.2f} dB"
+
+
+def test_avi_output_from_mp4_and_what_avi_cannot_hold(tmp_path):
+    assert EncodeOptions.for_output("x.avi").encoder == "mpeg4"
+    assert EncodeOptions.for_output("x.avi", encoder="libx264").encoder == "mpeg4"  # see encode.py: H.264 in AVI
+    assert (quality_to_qscale(0), quality_to_qscale(80), quality_to_qscale(100)) == (31, 2, 1)
+    # a CFR mp4 whose first frame is one frame in: AVI starts with an empty slot; AAC packets copied as they are
+    folder = tmp_path / "cfr"
+    folder.mkdir()
+    source = make_case("ntsc_offset", folder, audio="aac")
+    info, segments, result = round_trip(source, folder, "out.avi", 10)
+    assert frame_times(folder / "out.avi") == frame_times(source) and frame_times(source)[0] > 0
+    assert [a["action"] for a in result.audio] == ["copied"]
+    assert [data for data, _ in audio_packets(folder / "out.avi")[0]] == [data for data, _ in audio_packets(source)[0]]
+    # H.264 segments (read back one slot late from AVI) are refused rather than published shifted
+    h264 = encode_segment(decode_chunk(source, plan_chunks(info, 100)[0]), folder / "h264.mp4", info)
+    with pytest.raises(InputError, match="mpeg4"):
+        remux(source, [h264.path], folder / "h264.avi", info)
+    # VFR and rotation: a clear error naming the output, from the first segment and from remux
+    for case, match in (("vfr", "variable frame rate.*mp4 or .mkv"), ("rotated", "rotation")):
+        folder = tmp_path / case
+        folder.mkdir()
+        source = make_case(case, folder)
+        info = probe(source)
+        opts = EncodeOptions.for_output(folder / "out.avi")
+        with pytest.raises(InputError, match=match):
+            encode_segment(decode_chunk(source, plan_chunks(info, 100)[0]), folder / "s.mp4", info, opts)
+        segment = encode_segment(decode_chunk(source, plan_chunks(info, 100)[0]), folder / "s.mp4", info)
+        with pytest.raises(InputError, match=f"out.avi.*{match}"):
+            remux(source, [segment.path], folder / "out.avi", info)
+        assert not (folder / "out.avi").exists()
 
 
 def test_for_output_applies_facefusion_fixups():

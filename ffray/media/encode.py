@@ -11,11 +11,18 @@ Odd frame sizes: yuv420p needs even ones, so (as FaceFusion's normalize_resoluti
 size is each side rounded to an even number with Python's round (half to even: 65 -> 64, 67 -> 68)
 and frames are resized bilinearly (cv2.resize) when their size differs. The writer decides this
 from the VideoInfo, so callers keep handing it coded-size frames; remux reports it (resized_from).
+
+AVI outputs: AVI has no presentation timestamps, only fixed-duration frame slots, and FFmpeg reads
+H.264 in AVI back one slot late (it assumes a reordering delay: checked with PyAV 18 / FFmpeg 7, any
+x264 settings); MPEG-4 Part 2 without B-frames (FFmpeg's mpeg4 encoder, the codec AVI files usually
+hold) reads back on its exact slots. So .avi gets mpeg4 at a fixed quantizer (quality_to_qscale),
+and a source whose frames do not sit on one frame clock is refused (avi_clock) with a clear error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,7 +37,7 @@ from ffray.media.convert import bgr_to_frame
 from ffray.media.io import open_output_atomic, split_uri
 from ffray.media.probe import VideoInfo
 
-VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9")
+VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # output extension -> (muxer, encoders it can hold, default encoder)  (FaceFusion's fix-ups: webm -> vp9)
 OUTPUT_CONTAINERS = {
@@ -39,7 +46,11 @@ OUTPUT_CONTAINERS = {
     ".mov": ("mov", VIDEO_ENCODERS, "libx264"),
     ".mkv": ("matroska", VIDEO_ENCODERS, "libx264"),
     ".webm": ("webm", ("libvpx-vp9",), "libvpx-vp9"),
+    # AVI stores no presentation times, only frame slots; FFmpeg reads H.264 in AVI back one slot
+    # late (it assumes a reordering delay), MPEG-4 Part 2 without B-frames exactly (see avi_clock)
+    ".avi": ("avi", ("mpeg4",), "mpeg4"),
 }
+AVI_MAX_EMPTY_SLOTS = 1.0  # skipped slots per frame beyond which a source is not on a frame clock
 _BT709 = 1  # AVCOL_PRI_BT709 == AVCOL_TRC_BT709 == AVCOL_SPC_BT709
 _TV_RANGE = 1
 
@@ -63,6 +74,12 @@ def encoded_size(info: VideoInfo) -> tuple[int, int]:
     return even_size(info.coded_width, info.coded_height)
 
 
+def quality_to_qscale(quality: int) -> int:
+    """MPEG-4 Part 2 quantizer 31..1 for quality 0..100, geometric as quantizer steps are (CRF is
+    their logarithm): 80 -> 2, the usual 'high quality' setting, >= 40 dB on the project's clips."""
+    return max(1, round(31 ** ((100 - float(quality)) / 100)))
+
+
 def quality_to_crf(encoder: str, quality: int) -> int:
     """FaceFusion's mapping: quality 0..100 onto the encoder's CRF scale, best at 100."""
     top = 63 if encoder == "libvpx-vp9" else 51
@@ -76,6 +93,7 @@ class EncodeOptions:
     preset: str = "veryfast"  # x264/x265 preset; vp9: cpu-used 8 (ultrafast) .. 0 (veryslow)
     threads: int = 2  # fixed, never "auto": the bytes an encoder writes may depend on its thread count
     pix_fmt: str = "yuv420p"
+    container: str | None = None  # FFmpeg muxer of the final output (for_output sets it); None: any
 
     def __post_init__(self):
         if self.encoder not in VIDEO_ENCODERS:
@@ -95,7 +113,8 @@ class EncodeOptions:
         suffix, _ = output_container(output_path)
         _, allowed, default = OUTPUT_CONTAINERS[suffix]
         chosen = encoder if encoder in allowed else default
-        return cls(encoder=chosen, quality=quality, preset=preset, threads=threads)
+        return cls(encoder=chosen, quality=quality, preset=preset, threads=threads,
+                   container=OUTPUT_CONTAINERS[suffix][0])
 
     @property
     def crf(self) -> int:
@@ -107,6 +126,10 @@ class EncodeOptions:
         if self.encoder == "libx265":
             return {"crf": str(self.crf), "preset": self.preset,
                     "x265-params": f"pools={self.threads}:frame-threads={self.threads}:log-level=error"}
+        if self.encoder == "mpeg4":
+            # a fixed quantizer (with the qscale flag, set when the encoder opens); the preset is unused
+            q = str(quality_to_qscale(self.quality))
+            return {"qmin": q, "qmax": q, "mbd": "rd", "trellis": "1", "bf": "0"}
         # vp9 constant quality: -crf with -b:v 0; the x264-style preset picks the speed (veryfast -> 6)
         cpu_used = 8 - PRESETS.index(self.preset)
         return {"crf": str(self.crf), "b": "0", "deadline": "good", "cpu-used": str(cpu_used)}
@@ -121,6 +144,54 @@ class SegmentInfo:
     sha256: str
     width: int = 0  # encoded size (even; see encoded_size)
     height: int = 0
+
+
+@dataclass(frozen=True)
+class AviClock:
+    """How a video's frames sit in AVI's frame slots: slot k is shown at k * time_base."""
+    time_base: Fraction
+    frame_pts: tuple[int, ...]  # the source's, presentation order
+    slots: tuple[int, ...]  # slot of each frame
+    exact: bool  # every slot time equals the source frame time exactly
+
+    def slot_of(self) -> dict[int, int]:
+        """source pts -> slot"""
+        return dict(zip(self.frame_pts, self.slots, strict=True))
+
+
+def avi_clock(info: VideoInfo, output: str) -> AviClock:
+    """AVI has one clock: a fixed frame duration, a frame (or an empty 'skipped' chunk) per slot.
+    A source fits when its frame times are multiples of one duration with few slots left empty
+    (exactly: the gcd of the timestamps; or, for a CFR source in a coarse clock such as Matroska's
+    1 ms, its frame rate with every time within half a source tick). Otherwise InputError."""
+    if info.rotation:
+        raise InputError(f"{output}: AVI cannot carry the source's rotation ({info.rotation} degrees); "
+                         "write .mp4, .mov or .mkv")
+    pts = info.frame_pts
+    candidates = []
+    step = math.gcd(*pts) if any(pts) else 0
+    if step:
+        candidates.append((info.time_base * step, [p // step for p in pts], True))
+    elif len(pts) == 1:
+        candidates.append((1 / info.fps if info.fps else info.time_base, [0], True))
+    if not info.vfr and info.fps:
+        slot = 1 / info.fps
+        slots = [round(p * info.time_base / slot) for p in pts]
+        worst = max(abs(s * slot - p * info.time_base) for s, p in zip(slots, pts, strict=True))
+        if worst <= info.time_base / 2:
+            candidates.append((slot, slots, worst == 0))
+    for time_base, slots, exact in candidates:
+        increasing = all(b > a for a, b in zip(slots, slots[1:], strict=False))
+        empty = slots[-1] + 1 - len(slots)
+        if slots[0] >= 0 and increasing and empty <= AVI_MAX_EMPTY_SLOTS * len(slots):
+            return AviClock(Fraction(time_base), tuple(pts), tuple(slots), exact)
+    if info.vfr or not info.fps:
+        why = f"its {info.frames} frames are at uneven times (variable frame rate)"
+    else:
+        why = (f"its frames are not on fixed {float(1 / info.fps) * 1000:.3f} ms slots from time 0 "
+               f"(first frame at {info.frame_time(0):.3f} s)")
+    raise InputError(f"{output}: AVI has only a fixed frame duration and {info.uri} does not fit it: {why}; "
+                     "write .mp4 or .mkv to keep its timestamps")
 
 
 def segment_muxer_options(time_base: Fraction) -> dict[str, str]:
@@ -158,6 +229,8 @@ class SegmentWriter:
 
     def _open(self) -> None:
         info, opts = self.info, self.opts
+        if opts.container == "avi":
+            avi_clock(info, f"{info.uri} -> .avi output")  # fail on the first chunk, not at remux
         muxer_options = segment_muxer_options(info.time_base)
         container = av.open(self._tmp, "w", format="mp4", options=muxer_options)
         container.flags |= av.container.Flags.bitexact.value
@@ -169,6 +242,8 @@ class SegmentWriter:
         ctx.time_base = info.time_base
         ctx.thread_count = opts.threads
         ctx.flags |= av.codec.context.Flags.bitexact.value
+        if opts.encoder == "mpeg4":
+            ctx.qscale = True
         ctx.color_range, ctx.colorspace = _TV_RANGE, _BT709
         ctx.color_primaries, ctx.color_trc = _BT709, _BT709
         if opts.encoder == "libx265":

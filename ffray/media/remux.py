@@ -1,9 +1,10 @@
 """remux(source, segments, output): join encoded segments and the source's audio into the final file.
 
 Video packets are copied in segment order (never re-encoded), with the source's exact timestamps
-(mp4/mov clocks are set to the source time base; Matroska/WebM hold 1 ms). Audio packets are copied
-from the source untouched unless the output container cannot hold the codec; then that stream is
-re-encoded (AAC for mp4/mov, Opus for webm), logged, and reported in OutputInfo.audio. The display
+(mp4/mov clocks are set to the source time base; Matroska/WebM hold 1 ms; AVI holds frame slots of
+one fixed duration, see encode.avi_clock, with empty chunks for skipped slots). Audio packets are
+copied from the source untouched unless the output container cannot hold the codec; then that stream
+is re-encoded (AAC for mp4/mov, Opus for webm, MP3 for avi), logged, and reported in OutputInfo.audio. The display
 matrix (rotation) and container metadata are carried over. Output is written under a temporary name,
 probed (frame count, timestamps, duration, encoded size) and only then renamed into place. A source
 with an odd width or height comes out at the even size the segments were encoded at (see encode.py);
@@ -23,8 +24,15 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ffray.errors import MediaError, ProcessingError
-from ffray.media.encode import encoded_size, file_sha256, output_container, segment_muxer_options
+from ffray.errors import InputError, MediaError, ProcessingError
+from ffray.media.encode import (
+    AviClock,
+    avi_clock,
+    encoded_size,
+    file_sha256,
+    output_container,
+    segment_muxer_options,
+)
 from ffray.media.io import open_input, open_output_atomic
 from ffray.media.probe import VideoInfo, probe
 
@@ -36,8 +44,9 @@ AUDIO_COPYABLE = {
     "mov": {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"},
     "matroska": None,  # takes everything FFmpeg can demux
     "webm": {"opus", "vorbis"},
+    "avi": {"mp3", "mp2", "ac3", "aac", "pcm_s16le", "pcm_u8"},
 }
-AUDIO_REENCODE = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": "aac"}
+AUDIO_REENCODE = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": "aac", "avi": "libmp3lame"}
 AUDIO_REENCODE_BITRATE = 192_000
 _DROP_CONTAINER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 
@@ -70,6 +79,7 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
         raise ProcessingError(f"{output_uri}: no segments to remux")
     info = info or probe(source_uri)
     suffix, muxer = output_container(output_uri)
+    clock = avi_clock(info, output_uri) if muxer == "avi" else None
     width, height = encoded_size(info)
     resized_from = None
     if (width, height) != (info.coded_width, info.coded_height):
@@ -77,8 +87,8 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
         log.warning("%s: odd frame size %dx%d; %s is encoded at %dx%d (resized bilinearly, as FaceFusion does)",
                     source_uri, info.coded_width, info.coded_height, output_uri, width, height)
     with open_output_atomic(output_uri, suffix=suffix) as tmp:
-        report = _write(tmp, muxer, source_uri, segment_uris, info, audio)
-        result = _verify(tmp, output_uri, info, muxer)
+        report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri)
+        result = _verify(tmp, output_uri, info, muxer, clock)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
                             video_codec=result.codec, segments=len(segment_uris), audio=tuple(report),
                             sha256=file_sha256(tmp), size=os.path.getsize(tmp),
@@ -87,8 +97,12 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
 
 
 def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info: VideoInfo,
-           with_audio: bool) -> list[dict]:
+           with_audio: bool, clock: AviClock | None, output_uri: str) -> list[dict]:
     options = segment_muxer_options(info.time_base) if muxer in ("mp4", "mov") else {}
+    if muxer == "avi":
+        # AVI places audio by packet count, not time: shifting everything so that an encoder-delayed
+        # audio start (negative pts) becomes 0 would move video frames into the wrong slots
+        options["avoid_negative_ts"] = "disabled"
     output = av.open(tmp, "w", format=muxer, options=options)
     try:
         output.flags |= av.container.Flags.bitexact.value
@@ -97,7 +111,12 @@ def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info:
             out_video = output.add_stream_from_template(template)
             extradata = template.codec_context.extradata
             codec_name = template.codec_context.name
-        out_video.time_base = info.time_base
+        out_video.time_base = clock.time_base if clock else info.time_base
+        if clock:
+            if codec_name != "mpeg4":
+                raise InputError(f"{output_uri}: AVI output needs MPEG-4 Part 2 segments (encoder mpeg4, "
+                                 f"as EncodeOptions.for_output picks); these are {codec_name}")
+            out_video.codec_tag = "FMP4"  # FFmpeg's own tag: XVID/DIVX switch on decoder workarounds
         if info.display_matrix:
             out_video.set_display_matrix(list(info.display_matrix))
         if codec_name == "hevc" and muxer in ("mp4", "mov"):
@@ -121,7 +140,7 @@ def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info:
         # start the audio generators (they add their streams) before the header is written
         primed = [_prime(gen) for gen in audio_sources]
         output.start_encoding()
-        video = _segment_packets(segment_uris, out_video, extradata, info)
+        video = _segment_packets(segment_uris, out_video, extradata, info, clock)
         for _, _, packet in heapq.merge(video, *primed, key=lambda item: (item[0], item[1])):
             output.mux(packet)
         output.close()
@@ -152,9 +171,16 @@ def _packet_time(packet) -> Fraction:
     return Fraction(ts or 0) * packet.time_base
 
 
-def _segment_packets(segment_uris, out_video, extradata, info: VideoInfo) -> Iterator[tuple]:
+def _segment_packets(segment_uris, out_video, extradata, info: VideoInfo,
+                     clock: AviClock | None = None) -> Iterator[tuple]:
     last_dts = None
     previous_last_pts = None
+    slot_of = clock.slot_of() if clock else None
+    if clock and clock.slots[0] > 0:
+        # AVI time starts at slot 0: an empty chunk there, and the muxer fills the rest as skipped
+        lead = av.Packet(0)
+        lead.stream, lead.pts, lead.dts, lead.time_base = out_video, 0, 0, clock.time_base
+        yield Fraction(0), 0, lead
     for order, uri in enumerate(segment_uris):
         with open_input(uri) as container:
             stream = container.streams.video[0]
@@ -183,8 +209,18 @@ def _segment_packets(segment_uris, out_video, extradata, info: VideoInfo) -> Ite
                     raise ProcessingError(f"{uri}: cannot join segment {order} without reordering frames "
                                           "(decode timestamps overlap the previous segment)")
                 last_dts = dts
-                duration = round(Fraction(packet.duration or 0) * packet.time_base / info.time_base)
                 packet.stream = out_video
+                if slot_of is not None:
+                    if dts != pts or pts not in slot_of:
+                        raise ProcessingError(f"{uri}: segment {order} cannot go into AVI (frame at pts {pts} "
+                                              "is reordered or not a source frame)")
+                    slot = slot_of[pts]
+                    packet.pts = packet.dts = slot
+                    packet.duration = 1
+                    packet.time_base = clock.time_base
+                    yield slot * clock.time_base, 0, packet
+                    continue
+                duration = round(Fraction(packet.duration or 0) * packet.time_base / info.time_base)
                 packet.pts, packet.dts, packet.duration = pts, dts, duration
                 packet.time_base = info.time_base
                 yield dts * info.time_base, 0, packet
@@ -249,7 +285,7 @@ def _reencoded_audio(output, source_uri: str, index: int, muxer: str):
             yield _packet_time(packet), 1 + index, packet
 
 
-def _verify(tmp: str, output_uri: str, info: VideoInfo, muxer: str) -> VideoInfo:
+def _verify(tmp: str, output_uri: str, info: VideoInfo, muxer: str, clock: AviClock | None = None) -> VideoInfo:
     """Probe the written file: it must have exactly the source's frames at the source's times."""
     try:
         out = probe(tmp)
@@ -259,7 +295,10 @@ def _verify(tmp: str, output_uri: str, info: VideoInfo, muxer: str) -> VideoInfo
         raise MediaError(output_uri, f"remuxed output has {out.frames} frames, source has {info.frames}")
     src_times = np.array([float(p * info.time_base) for p in info.frame_pts])
     out_times = np.array([float(p * out.time_base) for p in out.frame_pts])
-    tolerance = 1e-9 if muxer in ("mp4", "mov") else 0.0005 + float(info.time_base) / 2
+    if clock is not None:
+        tolerance = 1e-9 if clock.exact else float(info.time_base) / 2 + 1e-9
+    else:
+        tolerance = 1e-9 if muxer in ("mp4", "mov") else 0.0005 + float(info.time_base) / 2
     worst = float(np.max(np.abs(src_times - out_times)))
     if worst > tolerance:
         raise MediaError(output_uri, f"remuxed frame timestamps drift from the source by up to {worst:.6f}s")

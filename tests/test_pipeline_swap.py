@@ -216,3 +216,51 @@ def test_stage_worker_killed_mid_job_gives_identical_output(ray_cluster, models,
 
 def lines_in(path: Path) -> int:
     return len([line for line in path.read_text().splitlines() if line.strip()])
+
+
+def _astronaut_clip(path: Path, frames: int, display_cw: int) -> Path:
+    """A clip whose upright picture is the astronaut; coded turned so a player rotates it `display_cw`."""
+    import av
+    import cv2
+    from skimage import data
+
+    from ffray.pipeline.stages import to_coded
+
+    upright = cv2.resize(np.ascontiguousarray(data.astronaut()[:, :, ::-1]), (320, 320), interpolation=cv2.INTER_AREA)
+    coded = to_coded(upright, display_cw)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "18", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = coded.shape[1], coded.shape[0], "yuv420p"
+        if display_cw:
+            stream.set_display_rotation(-display_cw)  # PyAV takes counter-clockwise degrees
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(coded, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_rotated_video_is_processed_upright_and_keeps_its_rotation(ray_cluster, models, tmp_path):
+    from ffray.media import probe
+
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    upright = _astronaut_clip(tmp_path / "upright.mp4", 20, 0)
+    turned = _astronaut_clip(tmp_path / "turned.mp4", 20, 90)
+    assert probe(str(turned)).rotation == 90
+    options = contract_face_options(models, yunet, enhancer=False)
+    config = small_config(tmp_path / "work", chunk_frames=10)
+    outs = [tmp_path / "upright-out.mp4", tmp_path / "turned-out.mp4"]
+    result = run_swap([VideoRequest(str(upright), str(outs[0]), (str(source),)),
+                       VideoRequest(str(turned), str(outs[1]), (str(source),))], options, config)
+    a, b = result.videos
+    assert a.status == b.status == "done", (a.error, b.error)
+    assert a.faces >= 20 and b.faces == a.faces  # the detector saw the turned video upright too
+    info = probe(str(outs[1]))
+    assert info.rotation == 90 and info.frames == 20
+    src, _ = video_frames(turned)
+    assert face_boxes(src[0], options) == []  # sideways, as coded, YuNet finds nothing: rotation was applied
+    out, _ = video_frames(outs[1])
+    assert out[0].shape == src[0].shape  # still coded orientation, rotation left to the player
+    assert np.abs(out[5].astype(np.int16) - src[5].astype(np.int16)).mean() > 0.5

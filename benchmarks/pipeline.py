@@ -230,7 +230,9 @@ def main() -> int:
         print(f"{r['video']:<16}{r['frames']:>7}{r['plain_fps']:>11.2f}{r['ray_fps']:>9.2f}"
               f"{r['plain_peak_mib']:>11.0f}{r['ray_peak_mib']:>9.0f}  {r['outputs_identical']}")
     print("\nobject-store bytes per frame at each stage boundary (ray run, video_01):")
-    for name, st in results["stages"]["video_01"].items():
+    figures = results["stages"]["video_01"]
+    for name in [n for n in ("read", "detector", "swapper", "enhancer", "writer") if n in figures]:
+        st = figures[name]
         print(f"  {name:<9} in {st['bytes_in_per_frame'] or 0:>10.0f}  out {st['bytes_out_per_frame'] or 0:>10.0f}"
               f"  busy {st['busy_s']:>7.2f} s  {st['frames_per_busy_s'] or 0:>7.1f} frames/busy-s")
     r = results["resume"]

@@ -119,6 +119,13 @@ def bench_encode(label: str, path: Path, presets: list[str], frames: int) -> lis
             rows.append({"video": label, "test": f"encode libx264 {preset} crf{opts.crf} threads{opts.threads}",
                          "backend": "pyav", "frames": seg.frames, "fps": seg.frames / seconds,
                          "bytes": os.path.getsize(seg.path)})
+        # what an .avi output gets (see ffray/media/encode.py)
+        opts = EncodeOptions.for_output("out.avi")
+        seg, seconds = timed(encode_segment, images, Path(folder) / "avi.mp4", info, opts)
+        rows.append({"video": label, "test": f"encode mpeg4 (avi) qscale{opts.codec_options()['qmin']} "
+                                             f"threads{opts.threads}",
+                     "backend": "pyav", "frames": seg.frames, "fps": seg.frames / seconds,
+                     "bytes": os.path.getsize(seg.path)})
     return rows
 
 

@@ -230,7 +230,7 @@ class SegmentWriter:
     def _open(self) -> None:
         info, opts = self.info, self.opts
         if opts.container == "avi":
-            avi_clock(info, f"{info.uri} -> .avi output")  # fail on the first chunk, not at remux
+            avi_clock(info, "the .avi output")  # fail on the first chunk, not at remux
         muxer_options = segment_muxer_options(info.time_base)
         container = av.open(self._tmp, "w", format="mp4", options=muxer_options)
         container.flags |= av.container.Flags.bitexact.value

@@ -21,7 +21,8 @@ from pipeline_helpers import (
 )
 
 pytest_plugins = ["pipeline_helpers"]  # the session fixture fault_reference
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 
 
 def _ledger_records(path: Path) -> list[dict]:

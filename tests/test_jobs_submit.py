@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import REPO, free_port, run_env, video_frames
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,16 @@ def test_auto_gpu_shares_follow_the_cluster():
     on_cpus = cfg.resolved(cluster_gpus=0)
     assert all(on_cpus.stage(s).num_gpus == 0 for s in ("detector", "swapper", "enhancer", "writer"))
     assert on_gpus.providers_for(on_gpus.swapper) == ("cuda", "cpu")
+    # auto pool maximum: 8 GPUs hold 8 sets of 0.25 + 0.5 + 0.25; 32 CPUs hold 6 sets of 1+1+1+1+1 CPUs
+    big = cfg.resolved(cluster_gpus=8, cluster_cpus=32)
+    assert (big.detector.max_actors, big.swapper.max_actors, big.enhancer.max_actors) == (8, 8, 8)
+    assert big.writer.max_actors == 6
+    # without the enhancer the set is 0.75 GPU: 10 of them fit in 8 GPUs
+    lean = cfg.resolved(cluster_gpus=8, cluster_cpus=32, stages=("detector", "swapper", "writer"))
+    assert lean.swapper.max_actors == 10
+    assert cfg.resolved(cluster_gpus=0, cluster_cpus=2).writer.max_actors == 1  # never below min_actors
+    fixed = PipelineConfig(swapper=StageConfig(min_actors=2, max_actors=3)).resolved(cluster_gpus=8, cluster_cpus=32)
+    assert fixed.swapper.max_actors == 3  # an explicit size is kept
     assert on_cpus.providers_for(on_cpus.swapper) == ("cpu",)
 
 

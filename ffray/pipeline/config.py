@@ -34,14 +34,14 @@ AUTO_GPU_SHARE = {"detector": 0.25, "swapper": 0.5, "enhancer": 0.25, "writer": 
 @dataclass(frozen=True)
 class StageConfig:
     min_actors: int = 1
-    max_actors: int = 1
+    max_actors: int | None = None  # None = auto: as many as the cluster can hold (see resolved())
     num_gpus: float | None = None  # None = auto: AUTO_GPU_SHARE when the cluster has GPUs, else 0
     num_cpus: float = 1.0
     batch_size: int = 1  # chunks per actor call (Ray batch size)
     model_batch_size: int = 8  # frames (detector) / frames with faces (swapper, enhancer) per model call
 
     def validate(self, name: str) -> None:
-        if self.min_actors < 1 or self.max_actors < self.min_actors:
+        if self.min_actors < 1 or (self.max_actors is not None and self.max_actors < self.min_actors):
             raise InputError(f"--{name}-actors: need 1 <= min <= max, got {self.min_actors}..{self.max_actors}")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise InputError(f"--{name}-gpus: must be >= 0, got {self.num_gpus}")
@@ -54,7 +54,7 @@ class StageConfig:
 
 
 def _default_writer() -> StageConfig:
-    return StageConfig(min_actors=1, max_actors=2, num_gpus=0.0, num_cpus=1.0)
+    return StageConfig(num_gpus=0.0, num_cpus=1.0)
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,35 @@ class PipelineConfig:
         if self.read_num_cpus <= 0:
             raise InputError("read_num_cpus: must be > 0")
 
-    def resolved(self, cluster_gpus: float) -> PipelineConfig:
-        """The config with every auto value decided for a cluster with `cluster_gpus` GPUs."""
-        updates = {}
+    def resolved(self, cluster_gpus: float, cluster_cpus: float | None = None,
+                 stages: tuple[str, ...] = STAGES) -> PipelineConfig:
+        """The config with every auto value decided for a cluster with `cluster_gpus` GPUs and
+        `cluster_cpus` CPUs, running `stages`.
+
+        Auto GPU shares: AUTO_GPU_SHARE when the cluster has GPUs, else 0. Auto pool maximum: a GPU stage
+        may grow to as many actors as there are sets of all GPU stages' shares in the cluster (4 GPUs and
+        shares 0.25/0.5/0.25: 4 of each); a CPU stage to as many as there are sets of all CPU requests.
+        Pools start at `min_actors` and Ray's autoscaler grows them while they are busy."""
+        updates: dict[str, StageConfig] = {}
         for name in STAGES:
             st = self.stage(name)
             if st.num_gpus is None:
-                updates[name] = replace(st, num_gpus=AUTO_GPU_SHARE[name] if cluster_gpus > 0 else 0.0)
+                st = replace(st, num_gpus=AUTO_GPU_SHARE[name] if cluster_gpus > 0 else 0.0)
+            updates[name] = st
+        used = [updates[n] for n in stages]
+        gpu_set = sum(st.num_gpus or 0 for st in used)
+        cpu_set = self.read_num_cpus + sum(st.num_cpus for st in used)
+        for name in STAGES:
+            st = updates[name]
+            if st.max_actors is not None:
+                continue
+            if (st.num_gpus or 0) > 0 and gpu_set > 0:
+                fits = int(cluster_gpus // gpu_set)
+            elif cluster_cpus is not None and cpu_set > 0:
+                fits = int(cluster_cpus // cpu_set)
+            else:
+                fits = st.min_actors
+            updates[name] = replace(st, max_actors=max(st.min_actors, fits))
         return replace(self, **updates)
 
     def providers_for(self, stage: StageConfig) -> tuple[str, ...]:

@@ -441,12 +441,15 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
 
             started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus, num_gpus=local_gpus)
             try:
-                cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-                effective = config.resolved(cluster_gpus)
-                check_placeable(effective, cluster_gpus, with_enhancer=bool(options.face_enhancer_model))
+                resources = ray.cluster_resources()
+                cluster_gpus = float(resources.get("GPU", 0))
+                with_enhancer = bool(options.face_enhancer_model)
+                in_use = ("detector", "swapper", *(("enhancer",) if with_enhancer else ()), "writer")
+                effective = config.resolved(cluster_gpus, float(resources.get("CPU", 0)), in_use)
+                check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
                 table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
                 _configure_data_context(effective, quiet)
-                ds = build_dataset(tasks, table, effective, with_enhancer=bool(options.face_enhancer_model))
+                ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
                 for row in ds.iter_rows():
                     rows.append({k: v for k, v in row.items()})
                     vid = str(row["video_id"])

@@ -149,6 +149,13 @@ def test_swap_builtin_pack(ray_cluster, tmp_path):
     away = outside_boxes_mask(src_frames[k].shape, boxes, margin=0.6)
     assert np.abs(out_frames[k].astype(np.int16) - src_frames[k].astype(np.int16))[away].mean() < 2.5
 
+    # reference mode (the default): only the person of frame 0's first face is swapped, in every frame
+    reference = run_swap([VideoRequest(str(video), str(tmp_path / "reference.mp4"), (str(source),))],
+                         FaceOptions(pack="builtin"), config)
+    (ref,) = reference.videos
+    assert ref.status == "done", ref.error
+    assert 0.7 * len(src_frames) <= ref.faces <= len(src_frames) < res.faces
+
 
 def test_corrupt_video_fails_alone_in_a_batch(ray_cluster, models, tmp_path):
     from media_clips import make_clip

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from pipeline_helpers import (
     audio_packets,
+    face_boxes,
     fault_cli_args,
     ffray_cmd,
     kill_process_group,
+    outside_boxes_mask,
     run_env,
     video_frames,
     wait_for_ledger_lines,
@@ -131,6 +133,14 @@ def test_demo_runs_offline_and_prints_the_output(tmp_path):
     out, out_pts = video_frames(output)
     assert len(out) == len(src) == 48 and out_pts == src_pts
     assert audio_packets(output) == audio_packets(target)
+    # Grace Hopper's face is in the astronaut's place: the face changed, the rest did not
+    from ffray.faces.options import FaceOptions
+
+    (box,) = face_boxes(src[24], FaceOptions(pack="builtin"))
+    x1, y1, x2, y2 = (int(v) for v in box)
+    diff = np.abs(out[24].astype(np.int16) - src[24].astype(np.int16))
+    assert diff[y1:y2, x1:x2].mean() > 10
+    assert diff[outside_boxes_mask(src[24].shape, [box], margin=0.6)].mean() < 2.5
     report = json.loads(next((tmp_path / "work").glob("*/report.json")).read_text())
     assert report["videos"][0]["faces"] >= 40  # the astronaut's face is found in (nearly) every frame
     assert report["face_options"]["pack"] == "builtin"

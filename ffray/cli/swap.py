@@ -35,8 +35,9 @@ Exit code 0 only if every row succeeded.
 """
 
 DEMO_DESCRIPTION = """\
-Offline demo with the builtin pack: swaps --source into --target, or, without them, into a short clip
-made from a public-domain photo (skimage's astronaut, NASA) with a mirrored copy of it as the source.
+Offline demo with the builtin pack: swaps --source into --target, or, without them, Grace Hopper's
+portrait (US Navy, public domain, from matplotlib's sample data) into a short clip made from skimage's
+astronaut photo (NASA, public domain).
 Runs the whole distributed pipeline on a local Ray and prints where the output is.
 """
 
@@ -270,20 +271,17 @@ def run_batch_command(args: argparse.Namespace) -> int:
 
 
 def make_demo_inputs(folder: Path) -> tuple[str, str]:
-    """(target clip, source image) made from a public-domain photo: skimage's astronaut (NASA), slowly
-    zoomed and panned over 2 s at 24 fps with a quiet tone as audio; the source is her mirror image."""
+    """(target clip, source image), both public domain: a clip of skimage's astronaut photo (NASA, Eileen
+    Collins), slowly zoomed and panned over 2 s at 24 fps with a quiet tone as audio, and matplotlib's
+    sample portrait of Grace Hopper (US Navy) as the identity to put in."""
+    import matplotlib.cbook
     from skimage import data
 
-    from ffray.faces.image import write_image
-
     folder.mkdir(parents=True, exist_ok=True)
-    photo = data.astronaut()[:, :, ::-1]  # RGB -> BGR
-    source = folder / "astronaut-mirrored.png"
+    source = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     target = folder / "astronaut-clip.mp4"
-    if not source.exists():
-        write_image(source, photo[:, ::-1].copy())
     if not target.exists():
-        _write_demo_clip(photo, target)
+        _write_demo_clip(data.astronaut()[:, :, ::-1], target)  # RGB -> BGR
     return str(target), str(source)
 
 

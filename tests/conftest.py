@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# fixtures shared by the pipeline, CLI and jobs tests (fault_reference); registered here, once, so that
+# pytest rewrites its asserts (a test module naming it in pytest_plugins imports it too late for that)
+pytest_plugins = ["pipeline_helpers"]
+
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(os.environ.get("FFRAY_TEST_ASSETS", REPO.parent / "shared" / "assets")).resolve()
 

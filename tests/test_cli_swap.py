@@ -22,7 +22,6 @@ from pipeline_helpers import (
     wait_for_ledger_lines,
 )
 
-pytest_plugins = ["pipeline_helpers"]  # the session fixture fault_reference
 # Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 

@@ -29,7 +29,6 @@ from pipeline_helpers import (
 from ffray.faces.options import FaceOptions
 from ffray.pipeline.driver import VideoRequest, run_swap
 
-pytest_plugins = ["pipeline_helpers"]  # the session fixture fault_reference
 # Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 

@@ -166,16 +166,34 @@ def test_selection_modes_orders_and_reference_rule():
     assert ids(select_faces(faces, FaceOptions(face_selector_mode="one"))) == ids([b])
     assert face_distance(a, b) == pytest.approx(0.25) and face_distance(a, c) == pytest.approx(0.5)
     reference = FaceOptions(face_selector_mode="reference")
-    assert ids(select_faces(faces, reference, reference=a)) == ids([b, a])  # distance < 0.3 (cosine > 0.4)
+    # distance < 0.3 (cosine > 0.4); matches keep the detection order, unsorted (`find_match_faces`)
+    assert ids(select_faces(faces, reference, reference=a)) == ids([a, b])
     assert ids(select_faces(faces, reference, reference=None)) == ids([])
     strict = FaceOptions(face_selector_mode="reference", reference_face_distance=0.2)
     assert ids(select_faces(faces, strict, reference=a)) == ids([a])
     # a pack's own distance plugs in
-    assert ids(select_faces(faces, reference, reference=a, distance=lambda f, r: 0.0)) == ids([b, a, c])
+    assert ids(select_faces(faces, reference, reference=a, distance=lambda f, r: 0.0)) == ids([a, b, c])
     assert select_faces(faces, reference, reference=a, distance=lambda f, r: 0.3) == []  # strict <
     assert choose_reference_face(faces, FaceOptions(reference_face_position=1)) is a
     assert choose_reference_face(faces, FaceOptions(reference_face_position=9)) is c  # clamped
     assert largest_face(faces) is b and largest_face([]) is None
+
+
+def test_face_distance_is_facefusions_float32_formula():
+    rng = np.random.default_rng(4)
+    float64_differs = 0
+    for _ in range(20):
+        a, b = (_face(0, 0, 10) for _ in range(2))
+        for face in (a, b):  # float32 throughout, as ArcFace's output
+            face.embedding = rng.standard_normal(512).astype(np.float32)
+            face.embedding_norm = face.embedding / np.linalg.norm(face.embedding)
+            assert face.embedding_norm.dtype == np.float32
+        # `1 - dot` in float32, as FaceFusion's calculate_face_distance, then interp in float64
+        dot = np.dot(a.embedding_norm, b.embedding_norm)
+        expected = float(np.interp(1 - dot, [0, 2], [0, 1]))
+        assert face_distance(a, b) == expected
+        float64_differs += float(np.interp(1 - float(dot), [0, 2], [0, 1])) != expected
+    assert float64_differs > 10  # the float32 step is visible: a float64 difference is another number
 
 
 def test_average_identity_is_not_renormalised():

@@ -25,7 +25,9 @@ def face_distance(a: Face, b: Face) -> float:
     """
     if a.embedding_norm is None or b.embedding_norm is None:
         raise ValueError("face_distance needs embeddings; analyse with embed=True")
-    cosine_distance = 1 - float(np.dot(a.embedding_norm, b.embedding_norm))
+    # `1 - dot` stays in the embeddings' float32 as in FaceFusion (a float64 difference can flip a
+    # comparison right at the threshold)
+    cosine_distance = 1 - np.dot(a.embedding_norm, b.embedding_norm)
     return float(np.interp(cosine_distance, [0, 2], [0, 1]))
 
 
@@ -83,19 +85,19 @@ def select_faces(faces: Sequence[Face], options: FaceOptions, reference: Face | 
     """Target faces to process in one frame, in processing order.
 
     `many`: all faces sorted; `one`: the first after sorting; `reference`: every face whose
-    `distance` to `reference` is strictly below `reference_face_distance` (no reference: none).
+    `distance` to `reference` is strictly below `reference_face_distance` (no reference: none), in the
+    order given (detection order): FaceFusion's `find_match_faces` matches the unsorted target faces;
+    only the reference frame's faces are sorted.
     """
     mode = options.face_selector_mode
     if mode not in SELECTOR_MODES:
         raise ValueError(f"unknown face selector mode {mode!r}; choose from {', '.join(SELECTOR_MODES)}")
+    if mode == "reference":
+        if reference is None:
+            return []
+        return [face for face in faces if distance(face, reference) < options.reference_face_distance]
     ordered = sort_and_filter_faces(faces, options)
-    if mode == "many":
-        return ordered
-    if mode == "one":
-        return ordered[:1]
-    if reference is None:
-        return []
-    return [face for face in ordered if distance(face, reference) < options.reference_face_distance]
+    return ordered if mode == "many" else ordered[:1]
 
 
 def average_identity(faces: Sequence[Face]) -> Face | None:

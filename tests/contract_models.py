@@ -205,9 +205,10 @@ def _detector_maps(size: int, anchors: int) -> list[int]:
     return [(size // s) ** 2 * anchors for s in (8, 16, 32)]
 
 
-def build_retinaface(path, size: int = 640, face=(0.5, 0.5, 0.3)) -> Path:
+def build_retinaface(path, size: int = 640, face=(0.5, 0.5, 0.3), dynamic_batch: bool = False) -> Path:
     """input [1,3,S,S] ((x-127.5)/128) -> 9 rank-2 outputs [score8,16,32, bbox.., kps..] of [K, C], as
-    InsightFace's exports (batch 1, no batch axis).
+    InsightFace's exports (batch 1, no batch axis). `dynamic_batch`: the input's batch dimension is
+    left open while the outputs still have no batch axis, as some exports declare it.
 
     One confident face at stride 16 whose anchor lies at `face` (cx, cy as fractions of S, half-size as
     a fraction); its score moves slightly with the input's mean."""
@@ -235,7 +236,8 @@ def build_retinaface(path, size: int = 640, face=(0.5, 0.5, 0.3)) -> Path:
             else:
                 nodes.append(helper.make_node("Identity", [f"{name}_base"], [name]))
             outputs.append(_vi(name, [counts[k], channels]))
-    return _save(path, nodes, [_vi("input", [1, 3, size, size])], outputs, inits, "retinaface")
+    batch = B if dynamic_batch else 1
+    return _save(path, nodes, [_vi("input", [batch, 3, size, size])], outputs, inits, "retinaface")
 
 
 def build_yolo_face(path, size: int = 640, face=(0.5, 0.5, 0.3)) -> Path:

@@ -15,7 +15,9 @@ from ffray.faces.detect import (
     Candidates,
     FaceDetector,
     apply_nms,
+    decode_anchor_distance,
     decode_yolo_face,
+    decode_yunet,
     nms_threshold,
     prepare_detect_input,
     restrict_frame,
@@ -181,3 +183,78 @@ def test_angles_map_detections_back_to_the_frame(yunet):
     h = image.shape[0]
     back = np.array([y1, h - x2, y2, h - x1])
     assert _iou(back, upright.boxes[0]) > 0.7
+
+
+def test_detector_input_normalisation_per_family():
+    frame = np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    canvas = np.zeros((640, 640, 3))
+    canvas[:300, :400] = frame  # top-left, BGR kept, no resize below the detector size
+    canvas = np.expand_dims(canvas.transpose(2, 0, 1), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(prepare_detect_input(frame, 640, "retinaface")[0], (canvas - 127.5) / 128.0)
+    np.testing.assert_array_equal(prepare_detect_input(frame, 640, "scrfd")[0], (canvas - 127.5) / 128.0)
+    np.testing.assert_array_equal(prepare_detect_input(frame, 640, "yolo_face")[0], canvas / 255.0)
+    np.testing.assert_array_equal(prepare_detect_input(frame, 640, "yunet")[0], canvas)
+    for family in ("retinaface", "yolo_face", "yunet"):
+        assert prepare_detect_input(frame, 640, family)[0].dtype == np.float32
+
+
+def _anchor_distance_outputs(size, hits):
+    """9 rank-2 retinaface/scrfd outputs, all scores 0 except `hits` (stride 8 anchor index -> score)."""
+    counts = [(size // s) ** 2 * 2 for s in (8, 16, 32)]
+    outputs = [np.zeros((n, 1), np.float32) for n in counts]
+    outputs += [np.full((n, 4), 2.0, np.float32) for n in counts]
+    outputs += [np.zeros((n, 10), np.float32) for n in counts]
+    for index, score in hits.items():
+        outputs[0][index] = score
+    return outputs
+
+
+def _yunet_outputs(size, hits):
+    cells = [(size // s) ** 2 for s in (8, 16, 32)]
+    cls = [np.zeros((n, 1), np.float32) for n in cells]
+    obj = [np.ones((n, 1), np.float32) for n in cells]
+    box = [np.zeros((n, 4), np.float32) for n in cells]
+    kps = [np.zeros((n, 10), np.float32) for n in cells]
+    for index, score in hits.items():
+        cls[0][index] = score
+    return cls + obj + box + kps
+
+
+def test_any_keep_indices_quirk_is_reproduced():
+    """FaceFusion guards each stride with `if numpy.any(keep_indices)`: when the only index above the
+    threshold is 0 (the top-left anchor) the stride yields nothing; with other hits index 0 is kept."""
+    assert len(decode_anchor_distance(_anchor_distance_outputs(64, {0: 0.9}), 64, 0.5, 1, 1)) == 0
+    found = decode_anchor_distance(_anchor_distance_outputs(64, {0: 0.9, 7: 0.8}), 64, 0.5, 1, 1)
+    assert list(found.scores) == pytest.approx([0.9, 0.8])
+    # anchor 7 = cell 3 of stride 8 (2 anchors per cell): centre (24, 0), distances 2 * 8
+    np.testing.assert_allclose(found.boxes[1], [24 - 16, 0 - 16, 24 + 16, 0 + 16])
+    assert len(decode_anchor_distance(_anchor_distance_outputs(64, {1: 0.9}), 64, 0.5, 1, 1)) == 1
+    assert len(decode_yunet(_yunet_outputs(64, {0: 0.9}), 64, 0.5, 1, 1)) == 0
+    assert len(decode_yunet(_yunet_outputs(64, {0: 0.9, 3: 0.7}), 64, 0.5, 1, 1)) == 2
+    raw = np.zeros((1, 20, 8400), np.float32)
+    raw[0, :5, 0] = [100, 100, 20, 20, 0.9]
+    assert len(decode_yolo_face(raw, 0.5, 1, 1)) == 0
+    raw[0, :5, 9] = [200, 100, 20, 20, 0.9]
+    assert len(decode_yolo_face(raw, 0.5, 1, 1)) == 2
+
+
+def test_threshold_comparison_per_family():
+    # retinaface/scrfd and yunet keep a score equal to the threshold (`>=`); yolo_face does not (`>`)
+    assert len(decode_anchor_distance(_anchor_distance_outputs(64, {4: 0.5}), 64, 0.5, 1, 1)) == 1
+    assert len(decode_yunet(_yunet_outputs(64, {4: 0.5}), 64, 0.5, 1, 1)) == 1
+    raw = np.zeros((1, 20, 8400), np.float32)
+    raw[0, :5, 4] = [100, 100, 20, 20, 0.5]
+    assert len(decode_yolo_face(raw, 0.5, 1, 1)) == 0
+
+
+def test_dynamic_batch_input_with_unbatched_outputs_runs_one_by_one(tmp_path):
+    model = session(build_retinaface(tmp_path / "retinaface_dynamic.onnx", dynamic_batch=True))
+    assert not isinstance(model.get_inputs()[0].shape[0], int) and len(model.get_outputs()[0].shape) == 2
+    frames = [np.full((480, 640, 3), v, np.uint8) for v in (50, 100, 200)]
+    batched = FaceDetector(model, "retinaface", batch_size=8).detect(frames)
+    single = FaceDetector(model, "retinaface", batch_size=1).detect(frames)
+    for a, b in zip(batched, single, strict=True):
+        assert len(a) == len(b) == 1
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert batched[0].scores[0] < batched[2].scores[0]  # each frame saw its own input

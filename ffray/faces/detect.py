@@ -199,15 +199,25 @@ def has_dynamic_batch(session) -> bool:
 def run_batched(session, feeds: list[dict[str, np.ndarray]], batch_size: int) -> list[list[np.ndarray]]:
     """Run items (each a dict of batch-1 inputs) in chunks of `batch_size` when the model's first input
     has a dynamic batch dimension, else one by one. Returns, per item, its outputs (batch axis kept
-    at size 1 for batched models; as the model gives them for batch-1 models)."""
+    at size 1 for batched models; as the model gives them for batch-1 models).
+
+    A model whose input batch is dynamic but whose outputs have no batch axis (InsightFace's
+    RetinaFace/SCRFD exports give [anchors, C]) cannot be split per item: such a chunk is re-run
+    one item at a time, so the result is always that of batch size 1."""
     if not feeds:
         return []
     results: list[list[np.ndarray]] = []
     if has_dynamic_batch(session) and batch_size > 1:
         for start in range(0, len(feeds), batch_size):
             chunk = feeds[start:start + batch_size]
+            if len(chunk) == 1:
+                results.append(session.run(None, chunk[0]))
+                continue
             inputs = {name: np.concatenate([f[name] for f in chunk]) for name in chunk[0]}
             outputs = session.run(None, inputs)
+            if any(o.ndim == 0 or o.shape[0] != len(chunk) for o in outputs):
+                results.extend(session.run(None, feed) for feed in chunk)
+                continue
             for k in range(len(chunk)):
                 results.append([o[k:k + 1] for o in outputs])
     else:

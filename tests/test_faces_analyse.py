@@ -126,3 +126,64 @@ def test_peppa_wutz_landmarker(refs, store, tmp_path):
     # contract confidence 0.9 -> interp(0.9, [0, 0.95], [0, 1])
     assert face.landmarker_score == pytest.approx(0.9 / 0.95, abs=1e-4)
     np.testing.assert_allclose(face.landmark_5_68, landmark_5_from_68(face.landmark_68), atol=1e-4)
+
+
+def test_2dfan4_input_passes_the_lossy_lab_round_trip_and_its_score_mapping(refs):
+    import onnxruntime as ort
+
+    from ffray.faces.align import rotation_matrix_and_size
+    from ffray.faces.landmark import Landmarker68, prepare_landmark_crop
+
+    frame = cv2.GaussianBlur(np.random.default_rng(6).uniform(0, 255, (300, 400, 3)), (0, 0), 2).astype(np.uint8)
+    box = np.array([120.4, 60.2, 260.9, 220.7])
+    for angle in (0, 90):
+        tensor, matrix, rotation = prepare_landmark_crop(frame, box, angle)
+        # FaceFusion: scale 195 / longest side, centred translation, bilinear, then the rotation
+        scale = 195 / max(box[2] - box[0], box[3] - box[1])
+        translation = (256 - (box[:2] + box[2:]) * scale) * 0.5
+        np.testing.assert_allclose(matrix, [[scale, 0, translation[0]], [0, scale, translation[1]]])
+        crop = cv2.warpAffine(frame, matrix, (256, 256))
+        expected_rotation, size = rotation_matrix_and_size(angle, (256, 256))
+        crop = cv2.warpAffine(crop, expected_rotation, size)
+        round_trip = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_RGB2Lab), cv2.COLOR_Lab2RGB)  # BGR data, no CLAHE
+        assert np.mean(cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)[:, :, 0]) >= 30
+        assert np.any(round_trip != crop)  # lossy even without CLAHE, and FaceFusion feeds the lossy one
+        np.testing.assert_array_equal(tensor, round_trip.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        np.testing.assert_array_equal(rotation, expected_rotation)
+    landmarker = Landmarker68(ort.InferenceSession(refs["2dfan4"].split("=", 1)[1],
+                                                   providers=["CPUExecutionProvider"]), "2dfan4")
+    (points, score), = landmarker.landmarks([frame], [box], [0])
+    tensor, matrix, _ = prepare_landmark_crop(frame, box, 0)
+    translation = matrix[:, 2]
+    # the contract's heatmaps are 0.1 * (4x4-pooled channel mean) + 0.75; score = interp(mean of maxima, [0, 0.9])
+    peak = tensor.reshape(3, 64, 4, 64, 4).mean(axis=(2, 4)).mean(axis=0).max() * 0.1 + 0.75
+    assert score == pytest.approx(float(np.interp(peak, [0, 0.9], [0, 1])), abs=1e-6)
+    assert peak < 0.9 and score < 1
+    # landmarks: 64-px heatmap space -> x 256 / 64 -> back through the inverse crop matrix
+    from contract_models import _face_68_in_64
+
+    in_crop = (_face_68_in_64() + tensor.mean() * 0.5) / 64 * 256
+    np.testing.assert_allclose(points, (in_crop - translation) / scale, atol=1e-3)
+
+
+def test_fan_68_5_sees_the_points_in_unit_ffhq_space():
+    from ffray.faces.align import WARP_TEMPLATES, estimate_matrix
+    from ffray.faces.landmark import prepare_68_5_input
+
+    angle = np.radians(12)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmark_5 = WARP_TEMPLATES["ffhq_512"] @ rotation.T * 230 + [310.5, 95.25]  # a similarity of the template
+    points, matrix = prepare_68_5_input(landmark_5)
+    assert points.shape == (1, 5, 2) and points.dtype == np.float32
+    np.testing.assert_allclose(points[0], WARP_TEMPLATES["ffhq_512"], atol=1e-5)  # crop size (1, 1), not 512
+    np.testing.assert_array_equal(matrix, estimate_matrix(landmark_5, "ffhq_512", (1, 1)))
+
+
+def test_five_from_sixty_eight_needs_a_score_strictly_above_the_threshold(refs, store):
+    score = analyser(refs, store).analyse([image("meds-aa-S001-01.jpg")])[0][0].landmarker_score
+    at = analyser(refs, store, face_landmarker_score=score).analyse([image("meds-aa-S001-01.jpg")])[0][0]
+    assert at.landmarker_score == score
+    np.testing.assert_array_equal(at.landmark_5_68, at.landmark_5)  # score == threshold: detector points
+    below = analyser(refs, store, face_landmarker_score=np.nextafter(score, 0)).analyse(
+        [image("meds-aa-S001-01.jpg")])[0][0]
+    np.testing.assert_allclose(below.landmark_5_68, landmark_5_from_68(below.landmark_68), atol=1e-4)

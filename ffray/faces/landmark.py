@@ -77,6 +77,14 @@ class Landmarker68:
         return results
 
 
+def prepare_68_5_input(landmark_5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(1x5x2 float32 input, matrix): the 5 points mapped by their similarity to `ffhq_512` at crop
+    size (1, 1), i.e. into unit template coordinates (FaceFusion's `estimate_face_landmark_68_5`)."""
+    matrix = estimate_matrix(landmark_5, "ffhq_512", (1, 1))
+    points = cv2.transform(np.asarray(landmark_5).reshape(1, -1, 2), matrix).reshape(1, -1, 2)
+    return points.astype(np.float32), matrix
+
+
 class Landmarker68From5:
     """fan_68_5: 68 points regressed from 5, normalised through the ffhq_512 template at unit size."""
 
@@ -86,9 +94,9 @@ class Landmarker68From5:
         self.input_name = session.get_inputs()[0].name
 
     def landmarks(self, landmarks_5: Sequence[np.ndarray]) -> list[np.ndarray]:
-        matrices = [estimate_matrix(l5, "ffhq_512", (1, 1)) for l5 in landmarks_5]
-        feeds = [{self.input_name: cv2.transform(np.asarray(l5).reshape(1, -1, 2), m).reshape(1, -1, 2)
-                  .astype(np.float32)} for l5, m in zip(landmarks_5, matrices, strict=True)]
+        prepared = [prepare_68_5_input(l5) for l5 in landmarks_5]
+        feeds = [{self.input_name: p[0]} for p in prepared]
+        matrices = [p[1] for p in prepared]
         out = []
         for outputs, matrix in zip(run_batched(self.session, feeds, self.batch_size), matrices, strict=True):
             points = outputs[0][0]

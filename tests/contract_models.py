@@ -289,15 +289,19 @@ def build_gpen(path, size: int = 256) -> Path:
     return build_gfpgan(path, size)
 
 
+XSEG_CHANNEL_WEIGHTS = (0.6, 0.3, 0.1)  # B, G, R: unequal, so a channel swap changes the mask
+
+
 def build_xseg(path) -> Path:
-    """input [N,256,256,3] NHWC BGR /255 -> output [N,256,256,1]: occluded where the crop is dark."""
+    """input [N,256,256,3] NHWC BGR /255 -> output [N,256,256,1] = sigmoid(12 * (x @ w) - 3) with `w` the
+    XSEG_CHANNEL_WEIGHTS: occluded where the crop is dark."""
     nodes = [
-        helper.make_node("ReduceMean", ["input"], ["m"], axes=[3], keepdims=1),
+        helper.make_node("MatMul", ["input", "w"], ["m"]),
         helper.make_node("Mul", ["m", "gain"], ["g"]),
         helper.make_node("Add", ["g", "bias"], ["gb"]),
         helper.make_node("Sigmoid", ["gb"], ["output"]),
     ]
-    inits = [_init("gain", [12.0]), _init("bias", [-3.0])]
+    inits = [_init("w", np.reshape(XSEG_CHANNEL_WEIGHTS, (3, 1))), _init("gain", [12.0]), _init("bias", [-3.0])]
     return _save(path, nodes, [_vi("input", [B, 256, 256, 3])], [_vi("output", [B, 256, 256, 1])], inits, "xseg")
 
 

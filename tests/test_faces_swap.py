@@ -13,6 +13,7 @@ import pytest
 from contract_models import BUILDERS, build, build_converter, build_inswapper, build_xseg
 from onnx import numpy_helper
 
+from ffray.faces.align import warp_face
 from ffray.faces.enhance import (
     Enhancer,
     EnhancerConfig,
@@ -21,6 +22,7 @@ from ffray.faces.enhance import (
     prepare_enhancer_crop,
 )
 from ffray.faces.masks import MaskModels, MaskOptions, Occluder, create_box_mask
+from ffray.faces.paste import paste_back
 from ffray.faces.swap import (
     Swapper,
     SwapperConfig,
@@ -270,3 +272,183 @@ def test_onnx_pack_swaps_and_enhances_with_model_refs(tmp_path):
     assert "arcface_w600k_r50" in swapper.model_hashes and np.any(out != frame(2))
     enhancer = OnnxFaceEnhancer(options, store=store)
     assert np.any(enhancer.enhance([out], [[face]])[0] != out)
+
+
+# --- per-type source preparation, balancing, masks, paste-back and the enhancer, number by number -----
+
+def _converter_weights(tmp_path) -> np.ndarray:
+    return numpy_helper.to_array(onnx.load(str(tmp_path / "converter.onnx")).graph.initializer[0])
+
+
+@pytest.mark.parametrize("name", ["hyperswap_1a_256", "inswapper_128", "ghost_1_256", "simswap_256",
+                                  "hififace_unofficial_256"])
+def test_source_embedding_per_type(tmp_path, name):
+    swapper = make_swapper(tmp_path, name)
+    a, b = face_at(150, 150, 120, embedding_seed=11), face_at(100, 100, 80, embedding_seed=12)
+    source = swapper.prepare_source([frame(1, (300, 300)), frame(2, (300, 300))], [a, b])
+    raw = np.mean([a.embedding, b.embedding], axis=0)  # average of two source images
+    norm = np.mean([a.embedding_norm, b.embedding_norm], axis=0)  # mean of unit vectors, not re-normalised
+    assert source.embedding.shape == (1, 512)
+    if name.startswith("hyperswap"):
+        np.testing.assert_array_equal(source.embedding[0], norm)
+        assert abs(np.linalg.norm(source.embedding) - 1) > 1e-3
+    elif name.startswith("inswapper"):
+        np.testing.assert_array_equal(source.embedding, np.dot(raw.reshape(1, -1), swapper.emap) / np.linalg.norm(raw))
+    else:
+        converted = raw.reshape(1, 512).astype(np.float64) @ _converter_weights(tmp_path)
+        if name.startswith("ghost"):  # ghost takes the converter output as it is
+            np.testing.assert_allclose(source.embedding, converted, rtol=1e-5, atol=1e-4)
+            assert abs(np.linalg.norm(source.embedding) - 1) > 1e-2
+        else:  # simswap and hififace normalise it
+            np.testing.assert_allclose(source.embedding, converted / np.linalg.norm(converted), atol=1e-6)
+
+
+@pytest.mark.parametrize("name, template, size", [("blendswap_256", "arcface_112_v2", 112),
+                                                  ("uniface_256", "ffhq_512", 256)])
+def test_image_sources_are_crops_of_the_first_source_image(tmp_path, name, template, size):
+    swapper = make_swapper(tmp_path, name, weight=0.0)
+    images = [frame(1, (300, 300)), frame(2, (300, 300))]
+    first, second = face_at(150, 150, 120, 1), face_at(140, 160, 100, 2)
+    source = swapper.prepare_source(images, [first, second])
+    crop, _ = warp_face(images[0], first.landmark_5_68, template, (size, size))
+    expected = np.expand_dims((crop[:, :, ::-1] / 255.0).transpose(2, 0, 1), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(source.frame, expected)
+    assert source.embedding is None
+    # the target's identity never enters an image-source model, whatever the weight
+    np.testing.assert_array_equal(swapper.source_input(source, face_at(160, 120, 90, embedding_seed=3)), expected)
+
+
+@pytest.mark.parametrize("kind", ["hififace", "hyperswap", "inswapper", "simswap", "ghost"])
+def test_weight_balancing_normalises_the_target_per_type(kind):
+    src = RNG.standard_normal((1, 512)).astype(np.float32)
+    tgt = (RNG.standard_normal(512) * 10).astype(np.float32)
+    w = np.float32(np.interp(0.8, [0, 1], [0.35, -0.35]))
+    target = tgt / np.linalg.norm(tgt) if kind != "ghost" else tgt
+    expected = src * (1 - w) + target.reshape(1, -1) * w
+    np.testing.assert_array_equal(balance_embedding(src, tgt, kind, 0.8), expected)
+    assert balance_embedding(src, tgt, kind, 0.8).dtype == np.float32
+
+
+def test_occlusion_mask_input_is_nhwc_bgr_and_its_soften_math(tmp_path):
+    from contract_models import XSEG_CHANNEL_WEIGHTS
+
+    from ffray.faces.masks import soften_mask
+
+    occluder = Occluder(session(build_xseg(tmp_path / "xseg.onnx")))
+    crop = frame(7, (384, 384))
+    crop[:, :, 2] = 255  # strong red: only a BGR reading keeps its weight small
+    x = cv2.resize(crop, (256, 256)).astype(np.float32) / 255.0  # NHWC, channels as given (BGR)
+    raw = 1 / (1 + np.exp(-(12 * (x @ np.array(XSEG_CHANNEL_WEIGHTS, np.float32)) - 3)))
+    expected = soften_mask(cv2.resize(raw.clip(0, 1).astype(np.float32), (384, 384)))
+    mask = occluder.masks([crop])[0]
+    assert mask.shape == (384, 384) and mask.dtype == np.float32
+    np.testing.assert_allclose(mask, expected, atol=1e-4)
+    # soften = sigma-5 blur, keep the upper half, stretch to 0..1
+    hard = np.zeros((64, 64), np.float32)
+    hard[16:48, 16:48] = 1
+    np.testing.assert_array_equal(soften_mask(hard), (cv2.GaussianBlur(hard, (0, 0), 5).clip(0.5, 1) - 0.5) * 2)
+
+
+def test_region_mask_is_bisenet_rgb_imagenet_argmax(tmp_path):
+    from contract_models import build_bisenet
+
+    from ffray.faces.masks import FaceParser, soften_mask
+
+    path = build_bisenet(tmp_path / "bisenet.onnx")
+    parser = FaceParser(session(path))
+    crop = frame(8, (256, 256)).astype(np.float64) * 0.9 + 10  # a float crop, as the swapper's output
+    x = cv2.resize(crop, (512, 512))[:, :, ::-1].astype(np.float32) / 255.0
+    x = (x - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    weights = numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0])[:, :, 0, 0]
+    classes = np.einsum("kc,hwc->khw", weights, x).argmax(0)
+    regions = ("skin", "nose", "mouth")
+    expected = soften_mask(cv2.resize(np.isin(classes, [1, 10, 11]).astype(np.float32), (256, 256)))
+    mask = parser.masks([crop], regions)[0]
+    assert np.abs(mask - expected).mean() < 2e-3  # argmax ties in float32 may flip a few pixels
+    assert 0.05 < expected.mean() < 0.95  # the mask is not trivial
+
+
+def test_box_and_occlusion_masks_use_the_crop_before_the_swap_area_and_region_after(tmp_path):
+    from contract_models import build_bisenet
+
+    from ffray.faces.masks import FaceParser
+
+    calls = {}
+
+    class Recording:  # records what the real mask models are given
+        def __init__(self, model, name):
+            self.model, self.name = model, name
+
+        def masks(self, crops, *args):
+            calls[self.name] = [np.array(c) for c in crops]
+            return self.model.masks(crops, *args)
+
+    swapper = make_swapper(tmp_path, "inswapper_128", masks=MaskOptions(types=("box", "occlusion", "region")))
+    swapper.mask_models = MaskModels(occluder=Recording(Occluder(session(build_xseg(tmp_path / "x.onnx"))), "occ"),
+                                     parser=Recording(FaceParser(session(build_bisenet(tmp_path / "b.onnx"))), "reg"))
+    source = swapper.prepare_source([frame(1)], [face_at(150, 150, 120, 5)])
+    target, face = frame(2), face_at(160, 120, 90)
+    swapper.swap([target], [[face]], source)
+    crop, _ = warp_face(target, face.landmark_5_68, "arcface_128", 128)
+    np.testing.assert_array_equal(calls["occ"][0], crop)
+    swapped = swapper.swap_crops([crop], [swapper.source_input(source, face)])[0]
+    np.testing.assert_array_equal(calls["reg"][0], swapped)
+    assert calls["reg"][0].dtype != np.uint8  # the swapped crop is float, never rounded
+
+
+def test_paste_back_blends_in_float_and_truncates():
+    frame_ = np.full((80, 80, 3), 51, np.uint8)
+    matrix = np.array([[1.0, 0, -20], [0, 1, -20]])  # integer shift: the warps move values exactly
+    crop = np.full((32, 32, 3), 100.7)
+    out = paste_back(frame_, crop, np.ones((32, 32), np.float32), matrix)
+    assert (out[20:52, 20:52] == 100).all()  # 100.7 -> 100, not 101
+    assert (out[:20] == 51).all() and (out[52:] == 51).all()
+    half = paste_back(frame_, np.full((32, 32, 3), 100.0), np.full((32, 32), 0.5, np.float32), matrix)
+    assert (half[20:52, 20:52] == 75).all()  # 51 * 0.5 + 100 * 0.5 = 75.5 -> 75
+
+
+def test_enhancer_ignores_mask_padding_and_blends_the_whole_frame(tmp_path):
+    path = BUILDERS["gfpgan_1.4"](tmp_path / "gfpgan.onnx")
+    target, face = frame(3), face_at(160, 120, 90)
+    plain = Enhancer(session(path), EnhancerConfig(template="ffhq_512", size=512))
+    padded = Enhancer(session(path), EnhancerConfig(template="ffhq_512", size=512,
+                                                    masks=MaskOptions(padding=(40, 40, 40, 40))))
+    out = plain.enhance([target], [[face]])[0]
+    np.testing.assert_array_equal(padded.enhance([target], [[face]])[0], out)  # padding is ignored
+    crop, matrix = warp_face(target, face.landmark_5_68, "ffhq_512", 512)
+    enhanced = plain.enhance_crops([crop])[0]
+    assert enhanced.dtype == np.uint8  # rounded before the paste
+    pasted = paste_back(target, enhanced, create_box_mask((512, 512), 0.3, (0, 0, 0, 0)), matrix)
+    np.testing.assert_array_equal(out, cv2.addWeighted(target, 1 - 0.8, pasted, 0.8, 0))
+
+
+def test_codeformer_weight_is_a_float64_array_of_shape_one(tmp_path):
+    model = session(BUILDERS["codeformer"](tmp_path / "codeformer.onnx"))
+    weight = {i.name: i for i in model.get_inputs()}["weight"]
+    assert weight.type == "tensor(double)" and weight.shape == [1]  # ORT refuses any other dtype
+    enhancer = Enhancer(model, EnhancerConfig(template="ffhq_512", size=512, weight=0.7, batch_size=4))
+    crops = [frame(k, (512, 512)) for k in range(3)]
+    x = np.concatenate([prepare_enhancer_crop(c) for c in crops])
+    expected = model.run(None, {"input": x, "weight": np.array([0.7]).astype(np.double)})[0]
+    for got, want in zip(enhancer.enhance_crops(crops), expected, strict=True):
+        np.testing.assert_array_equal(got, normalise_enhancer_output(want))
+
+
+def test_pixel_boost_must_be_a_listed_multiple_of_the_model_size(tmp_path):
+    from ffray.errors import InputError
+    from ffray.faces.onnx_pack import OnnxFaceSwapper
+    from ffray.faces.options import FaceOptions
+    from ffray.models.store import ModelStore
+
+    store = ModelStore(cache_dir=tmp_path / "cache")
+    ref = build("blendswap_256", tmp_path)
+    # FaceFusion lists 384 for blendswap_256, then fails reshaping a 384 crop into 256 sub-images
+    with pytest.raises(InputError, match="384: blendswap_256 allows 256, 512, 768, 1024"):
+        OnnxFaceSwapper(FaceOptions(pack="facefusion", face_swapper_model=ref, face_swapper_pixel_boost=384),
+                        store=store)
+    with pytest.raises(InputError, match="300"):
+        OnnxFaceSwapper(FaceOptions(pack="facefusion", face_swapper_model=ref, face_swapper_pixel_boost=300),
+                        store=store)
+    boosted = OnnxFaceSwapper(FaceOptions(pack="facefusion", face_swapper_model=ref, face_swapper_pixel_boost=512),
+                              store=store)
+    assert boosted.swapper.config.boost_size == 512

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ffray.errors import ModelError
+from ffray.errors import InputError, ModelError
 from ffray.faces.align import estimate_face_angle, landmark_5_from_68
 from ffray.faces.detect import FaceDetector, detect_faces, nms_threshold
 from ffray.faces.embed import ArcFace
@@ -154,12 +154,14 @@ class OnnxFaceSwapper:
         self._loader = _Loader(execution, store)
         self.model_hashes = self._loader.model_hashes
         session, spec, path = self._loader.load(options.face_swapper_model, "swapper")
-        if spec.pixel_boost and options.face_swapper_pixel_boost is not None \
-                and options.face_swapper_pixel_boost not in spec.pixel_boost:
-            from ffray.errors import InputError
-
-            raise InputError(f"--face-swapper-pixel-boost {options.face_swapper_pixel_boost}: {spec.name} allows "
-                             f"{', '.join(map(str, spec.pixel_boost))}")
+        boost = options.face_swapper_pixel_boost
+        if boost is not None:
+            # FaceFusion lists 384 for blendswap_256 but its reshape then fails: only whole multiples
+            # of the model size can be interleaved, so they are all ffray accepts
+            allowed = [b for b in (spec.pixel_boost or (boost,)) if b % spec.size[0] == 0]
+            if boost not in allowed:
+                raise InputError(f"--face-swapper-pixel-boost {boost}: {spec.name} allows "
+                                 f"{', '.join(map(str, allowed))}")
         converter = self._loader.load(spec.converter, "converter")[0] if spec.converter else None
         emap = read_emap(path) if spec.type == "inswapper" else None
         masks = _mask_options(options)

@@ -4,6 +4,11 @@ Preprocessing: optional margin (zero padding), downscale-only resize, paste top-
 S x S canvas, BGR kept, NCHW float32, per-family normalisation. Decoding per family, then
 `cv2.dnn.NMSBoxes`. Frames are batched into one ONNX call per chunk when the model's batch dimension
 is dynamic; a model with a fixed batch of 1 runs once per frame. Results are the same either way.
+
+FaceFusion's `if numpy.any(keep_indices)` guard is reproduced on purpose: when the only candidate of a
+stride (or of yolo_face's 8400) above the threshold is index 0, the top-left anchor, FaceFusion finds
+nothing there, and so do we. It can only drop a face whose sole confident anchor is the corner cell,
+and matching FaceFusion's faces frame for frame matters more than rescuing that case.
 """
 
 from __future__ import annotations

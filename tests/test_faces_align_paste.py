@@ -55,6 +55,48 @@ def test_warp_maps_the_landmarks_onto_the_template():
     assert abs(np.linalg.norm(a) - np.linalg.norm(b)) < 1e-9 and abs(np.dot(a, b)) < 1e-9
 
 
+def _umeyama(src, dst):
+    """Least-squares similarity (skimage's SimilarityTransform / InsightFace's estimate_norm)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sigma, vt = np.linalg.svd(d.T @ s / len(src))
+    rotation = u @ vt
+    scale = sigma.sum() / (s ** 2).sum() * len(src)
+    return np.hstack([scale * rotation, (mu_d - scale * rotation @ mu_s)[:, None]])
+
+
+def test_alignment_is_opencv_ransac_with_lm_refinement_not_umeyama():
+    noisy = LANDMARKS + np.random.default_rng(2).normal(0, 1.5, (5, 2))
+    matrix = estimate_matrix(noisy, "arcface_128", 128)
+    expected = cv2.estimateAffinePartial2D(noisy, template_points("arcface_128", 128), method=cv2.RANSAC,
+                                           ransacReprojThreshold=100)[0]
+    np.testing.assert_array_equal(matrix, expected)
+    # the same least-squares similarity up to OpenCV's float32 refinement: close, but not bit-identical,
+    # so a Umeyama implementation would move pixels at the crop's interpolation level
+    umeyama = _umeyama(noisy, template_points("arcface_128", 128))
+    np.testing.assert_allclose(matrix, umeyama, atol=1e-4)
+    assert not np.array_equal(matrix, umeyama)
+
+
+def test_warp_is_bilinear_with_replicated_border():
+    frame = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    crop, matrix = warp_face(frame, LANDMARKS - [60, 50], "arcface_128", 128)  # reaches past the frame
+    linear = cv2.warpAffine(frame, matrix, (128, 128), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    np.testing.assert_array_equal(crop, linear)  # INTER_AREA is bilinear in warpAffine
+    constant = cv2.warpAffine(frame, matrix, (128, 128), flags=cv2.INTER_LINEAR)
+    assert np.any(crop != constant)
+
+
+def test_mask_area_points_and_region_ids_are_facefusions():
+    from ffray.faces.masks import MASK_AREA_POINTS, MASK_REGION_IDS
+
+    assert MASK_AREA_POINTS["upper-face"] == [0, 1, 2, *range(31, 36), 14, 15, 16, *range(26, 16, -1)]
+    assert MASK_AREA_POINTS["lower-face"] == [*range(3, 14), *range(35, 30, -1)]
+    assert MASK_AREA_POINTS["mouth"] == list(range(48, 68))
+    assert MASK_REGION_IDS == {"skin": 1, "left-eyebrow": 2, "right-eyebrow": 3, "left-eye": 4, "right-eye": 5,
+                               "glasses": 6, "nose": 10, "mouth": 11, "upper-lip": 12, "lower-lip": 13}
+
+
 def test_five_from_sixty_eight_and_face_angle():
     points = np.zeros((68, 2))
     points[36:42] = [10, 20]

@@ -452,3 +452,34 @@ def test_pixel_boost_must_be_a_listed_multiple_of_the_model_size(tmp_path):
     boosted = OnnxFaceSwapper(FaceOptions(pack="facefusion", face_swapper_model=ref, face_swapper_pixel_boost=512),
                               store=store)
     assert boosted.swapper.config.boost_size == 512
+
+
+@pytest.mark.parametrize("name, mean, std, denormalised", [
+    ("simswap_256", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False),  # ImageNet in, [0, 1] out as is
+    ("simswap_unofficial_512", (0, 0, 0), (1, 1, 1), False),
+    ("hyperswap_1a_256", (0.5,) * 3, (0.5,) * 3, True),
+    ("ghost_1_256", (0.5,) * 3, (0.5,) * 3, True),
+    ("hififace_unofficial_256", (0.5,) * 3, (0.5,) * 3, True),
+    ("uniface_256", (0.5,) * 3, (0.5,) * 3, True),
+    ("blendswap_256", (0, 0, 0), (1, 1, 1), False),
+])
+def test_each_type_is_fed_and_read_back_with_its_own_numbers(tmp_path, name, mean, std, denormalised):
+    swapper = make_swapper(tmp_path, name)
+    assert swapper.config.mean == pytest.approx(mean) and swapper.config.std == pytest.approx(std)
+    source = swapper.prepare_source([frame(1, (300, 300))], [face_at(150, 150, 120, embedding_seed=3)])
+    size = swapper.config.size
+    crop = frame(4, (size, size))
+    source_input = swapper.source_input(source, face_at(0, 0, 10))
+    swapped = swapper.swap_crops([crop], [source_input])[0]
+    # the contract computes act(target * gain + identity): recompute it from the graph in numpy
+    model = onnx.load(str(tmp_path / f"{name}.onnx"))
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    target = ((crop[:, :, ::-1] / 255.0 - np.array(mean)) / np.array(std)).transpose(2, 0, 1).astype(np.float32)
+    if "id_w" in weights:
+        identity = (source_input @ weights["id_w"]).reshape(3, 1, 1)
+    else:
+        identity = source_input[0].mean(axis=(1, 2)).reshape(3, 1, 1)
+    z = target * weights["gain"] + identity
+    raw = np.tanh(z) if denormalised else 1 / (1 + np.exp(-z))
+    image = raw.transpose(1, 2, 0) * np.array(std) + np.array(mean) if denormalised else raw.transpose(1, 2, 0)
+    np.testing.assert_allclose(swapped, image.clip(0, 1)[:, :, ::-1] * 255, atol=2e-3)

@@ -221,6 +221,15 @@ def test_selection_modes_orders_and_reference_rule():
     assert largest_face(faces) is b and largest_face([]) is None
 
 
+def test_area_order_is_computed_in_float64():
+    a = _face(0, 0, 10)
+    a.box = np.array([0, 0, 4097, 4097], np.float32)  # 16785409: rounds to 16785408 in float32
+    b = _face(0, 0, 10)
+    b.box = np.array([0, 0, 4096, 4098], np.float32)  # 16785408
+    assert ids(sort_faces([b, a], "large-small")) == ids([a, b])
+    assert largest_face([b, a]) is a
+
+
 def test_face_distance_is_facefusions_float32_formula():
     rng = np.random.default_rng(4)
     float64_differs = 0

@@ -32,8 +32,10 @@ def face_distance(a: Face, b: Face) -> float:
 
 
 def _area(face: Face) -> float:
-    # signed product as FaceFusion computes it (boxes are normalised, so never negative in practice)
-    return float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+    # signed product as FaceFusion computes it (boxes are normalised, so never negative in practice), in
+    # float64 as FaceFusion's float64 boxes: float32 arithmetic would tie areas that differ
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    return (x2 - x1) * (y2 - y1)
 
 
 _ORDER_KEYS: dict[str, tuple[Callable[[Face], float], bool]] = {

@@ -167,18 +167,20 @@ def _enhancers() -> list[ModelSpec]:
         _enhancer("codeformer", "codeformer", 512, "S-Lab-1.0 (non-commercial)", False, weight=True),
         *[_enhancer(f"gfpgan_{v}", "gfpgan", 512, "Apache-2.0", True) for v in ("1.2", "1.3", "1.4")],
         _enhancer("gpen_bfr_256", "gpen", 256, gpen, False, template="arcface_128"),
-        _enhancer("gpen_bfr_512", "gpen", 512, gpen, False),
+        *[_enhancer(f"gpen_bfr_{n}", "gpen", n, gpen, False) for n in (512, 1024, 2048)],
         _enhancer("restoreformer_plus_plus", "restoreformer", 512, "Apache-2.0", True),
     ]
 
 
 def _masks() -> list[ModelSpec]:
     return [
-        _spec("xseg_1", "occluder", "xseg", release="models-3.1.0", inputs=(_image("input", 256, True),),
-              size=(256, 256), std=(255.0,) * 3, color="BGR", layout="NHWC", license="GPL-3.0", commercial=True),
-        _spec("bisenet_resnet_34", "parser", "bisenet", inputs=(_image("input", 512),),
-              outputs=(TensorSpec("", (None, 19, 512, 512)),), size=(512, 512), mean=IMAGENET_MEAN,
-              std=IMAGENET_STD, license="MIT", commercial=True),
+        *[_spec(f"xseg_{n}", "occluder", "xseg", release=release, inputs=(_image("input", 256, True),),
+                size=(256, 256), std=(255.0,) * 3, color="BGR", layout="NHWC", license="GPL-3.0", commercial=True)
+          for n, release in ((1, "models-3.1.0"), (2, "models-3.1.0"), (3, "models-3.2.0"))],
+        *[_spec(f"bisenet_resnet_{n}", "parser", "bisenet", release=release, inputs=(_image("input", 512),),
+                outputs=(TensorSpec("", (None, 19, 512, 512)),), size=(512, 512), mean=IMAGENET_MEAN,
+                std=IMAGENET_STD, license="MIT", commercial=True)
+          for n, release in ((18, "models-3.1.0"), (34, "models-3.0.0"))],
     ]
 
 

@@ -117,8 +117,7 @@ def run_ray(video, source, options, output, work, chunk_frames, kill_at: float |
     with TreeMemory(proc.pid) as mem:
         if kill_at is not None:
             while proc.poll() is None:
-                ledgers = list(Path(work).glob("*/ledger.jsonl"))
-                if ledgers and len(ledgers[0].read_text().splitlines()) >= kill_at:
+                if len(list(Path(work).glob("videos/*/done/*.json"))) >= kill_at:
                     os.killpg(proc.pid, signal.SIGKILL)
                     killed = True
                     break
@@ -128,7 +127,7 @@ def run_ray(video, source, options, output, work, chunk_frames, kill_at: float |
     if not killed and proc.returncode != 0:
         raise RuntimeError(f"ffray swap failed: {err.decode()[-2000:]}")
     report = None
-    reports = list(Path(work).glob("*/report.json"))
+    reports = list(Path(work).glob("jobs/*/report.json"))
     if reports and not killed:
         report = json.loads(reports[0].read_text())
     return {"seconds": seconds, "peak_pss": mem.peak, "report": report, "killed": killed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -111,17 +112,33 @@ def ffray_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ffray", *args]
 
 
-def wait_for_ledger_lines(ledger: Path, count: int, timeout: float = 300, proc=None) -> int:
+def finished_chunk_records(work_dir: Path) -> list[dict]:
+    """The chunk records (ffray.pipeline.ledger) of every video in a local work dir."""
+    records = []
+    for path in sorted(Path(work_dir).glob("videos/*/done/*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (ValueError, FileNotFoundError):
+            pass
+    return records
+
+
+def wait_for_finished_chunks(work_dir: Path, count: int, timeout: float = 300, proc=None) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ledger.exists():
-            lines = [line for line in ledger.read_text().splitlines() if line.strip()]
-            if len(lines) >= count:
-                return len(lines)
+        found = len(list(Path(work_dir).glob("videos/*/done/*.json")))
+        if found >= count:
+            return found
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"process ended early with {proc.returncode}")
         time.sleep(0.1)
-    raise AssertionError(f"{ledger} did not reach {count} lines in {timeout}s")
+    raise AssertionError(f"{work_dir} did not reach {count} finished chunks in {timeout}s")
+
+
+def job_report(work_dir: Path) -> dict:
+    """The run report of the only job in a local work dir."""
+    (path,) = Path(work_dir).glob("jobs/*/report.json")
+    return json.loads(path.read_text())
 
 
 def kill_process_group(proc: subprocess.Popen) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +13,17 @@ from pipeline_helpers import (
     face_boxes,
     fault_cli_args,
     ffray_cmd,
+    finished_chunk_records,
+    job_report,
     kill_process_group,
     outside_boxes_mask,
     run_env,
     video_frames,
-    wait_for_ledger_lines,
+    wait_for_finished_chunks,
 )
 
 # Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
-
-
-def _ledger_records(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
 
 
 def test_driver_killed_and_rerun_resumes_without_redoing_chunks(tmp_path, fault_reference):
@@ -44,31 +34,24 @@ def test_driver_killed_and_rerun_resumes_without_redoing_chunks(tmp_path, fault_
     proc = subprocess.Popen(args, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        ledgers = []
-        while not ledgers and time.monotonic() < deadline:
-            ledgers = list(work.glob("*/ledger.jsonl"))
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            time.sleep(0.1)
-        wait_for_ledger_lines(ledgers[0], 2, proc=proc)
+        wait_for_finished_chunks(work, 2, proc=proc)
     finally:
         kill_process_group(proc)  # the driver and the local Ray it started
     assert proc.returncode == -9
     assert not output.exists()
-    finished = _ledger_records(ledgers[0])
+    finished = finished_chunk_records(work)
     assert 2 <= len(finished) < 6
-    stats = {r["chunk_id"]: os.stat(r["segment"]) for r in finished}
+    segments = {r["chunk_id"]: next(work.glob(f"videos/{r['video_key']}/segments/{r['segment']}")) for r in finished}
+    stats = {chunk_id: os.stat(path) for chunk_id, path in segments.items()}
 
     rerun = subprocess.run(args, env=run_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert output.read_bytes() == reference.read_bytes()
-    records = _ledger_records(ledgers[0])
-    ids = [r["chunk_id"] for r in records]
-    assert len(ids) == len(set(ids)) == 6  # nothing finished before the kill was done again
+    assert len(finished_chunk_records(work)) == 6
     for chunk_id, before in stats.items():
-        after = os.stat(next(r["segment"] for r in records if r["chunk_id"] == chunk_id))
-        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    report = json.loads((ledgers[0].parent / "report.json").read_text())
+        after = os.stat(segments[chunk_id])
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not done again
+    report = job_report(work)
     assert report["totals"]["chunks_resumed"] == len(finished)
     assert report["totals"]["chunks_processed_this_run"] == 6 - len(finished)
     assert "wrote" in rerun.stderr and str(output) in rerun.stderr
@@ -140,6 +123,6 @@ def test_demo_runs_offline_and_prints_the_output(tmp_path):
     diff = np.abs(out[24].astype(np.int16) - src[24].astype(np.int16))
     assert diff[y1:y2, x1:x2].mean() > 10
     assert diff[outside_boxes_mask(src[24].shape, [box], margin=0.6)].mean() < 2.5
-    report = json.loads(next((tmp_path / "work").glob("*/report.json")).read_text())
+    report = job_report(tmp_path / "work")
     assert report["videos"][0]["faces"] >= 40  # the astronaut's face is found in (nearly) every frame
     assert report["face_options"]["pack"] == "builtin"

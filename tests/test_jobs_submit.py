@@ -89,7 +89,7 @@ def test_swap_video_and_swap_batch_jobs(head, tmp_path):
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert len(video_frames(one)[0]) == len(video_frames(clip)[0])
     # the job ran on this cluster's fake GPUs: the auto shares were taken
-    report = json.loads(next(work.glob("*/report.json")).read_text())
+    report = json.loads(next(work.glob("jobs/*/report.json")).read_text())
     assert report["config"]["swapper"]["num_gpus"] == 0.5
 
     manifest = tmp_path / "batch.jsonl"

@@ -1,6 +1,6 @@
 """The whole pipeline on a local Ray with 4 fake GPUs (fractional shares really scheduled): real YuNet +
-contract swapper/enhancer, the builtin pack, a corrupt video in a batch, and a stage worker killed
-mid-job."""
+contract swapper/enhancer, the builtin pack, a corrupt video in a batch, a stage worker killed mid-job,
+rotation direction, reuse of finished videos across jobs, and a work dir on S3 (moto on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from pipeline_helpers import (
     audio_packets,
     contract_face_options,
     face_boxes,
+    finished_chunk_records,
     outside_boxes_mask,
     small_config,
     start_local_ray,
     video_frames,
-    wait_for_ledger_lines,
+    wait_for_finished_chunks,
 )
 
 from ffray.faces.options import FaceOptions
@@ -202,12 +203,7 @@ def test_stage_worker_killed_mid_job_gives_identical_output(ray_cluster, models,
         "result", run_swap([VideoRequest(str(video), str(output), (str(source),))], options, config)))
     runner.start()
     try:
-        ledgers = []
-        deadline = time.monotonic() + 300
-        while not ledgers and time.monotonic() < deadline:
-            ledgers = list((tmp_path / "work").glob("*/ledger.jsonl"))
-            time.sleep(0.1)
-        wait_for_ledger_lines(ledgers[0], 1)
+        wait_for_finished_chunks(tmp_path / "work", 1)
         victims = _stage_worker_pids("FaceSwapperStage")
         assert victims, "the swapper actor process is running"
         for pid in victims:
@@ -216,13 +212,10 @@ def test_stage_worker_killed_mid_job_gives_identical_output(ray_cluster, models,
         runner.join(timeout=600)
     (res,) = outcome["result"].videos
     assert res.status == "done", res.error
-    assert lines_in(ledgers[0]) == res.chunks  # no chunk recorded twice
+    assert len(finished_chunk_records(tmp_path / "work")) == res.chunks
+    assert outcome["result"].report["totals"]["chunks_processed_this_run"] == res.chunks  # none twice
     assert output.read_bytes() == reference.read_bytes()
     assert not any(p in _stage_worker_pids("FaceSwapperStage") for p in victims)
-
-
-def lines_in(path: Path) -> int:
-    return len([line for line in path.read_text().splitlines() if line.strip()])
 
 
 def _astronaut_clip(path: Path, frames: int, display_cw: int) -> Path:
@@ -271,3 +264,95 @@ def test_rotated_video_is_processed_upright_and_keeps_its_rotation(ray_cluster, 
     out, _ = video_frames(outs[1])
     assert out[0].shape == src[0].shape  # still coded orientation, rotation left to the player
     assert np.abs(out[5].astype(np.int16) - src[5].astype(np.int16)).mean() > 0.5
+
+
+def test_later_batch_reuses_finished_videos(ray_cluster, models, tmp_path):
+    """Finished chunks are kept per video (content + settings), not per job: a bigger batch that
+    contains videos already done processes only the new one."""
+    from media_clips import make_clip
+
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    clips = [make_clip(tmp_path / f"clip{i}.mp4", frames=32, width=160 - 16 * i, height=120, gop=16, audio="aac")
+             for i in range(3)]
+    options = contract_face_options(models, yunet, enhancer=False)
+    config = small_config(tmp_path / "work", chunk_frames=16)
+
+    def requests(n, tag):
+        return [VideoRequest(str(c), str(tmp_path / f"{tag}-{c.stem}.mp4"), (str(source),)) for c in clips[:n]]
+
+    first = run_swap(requests(2, "first"), options, config)
+    assert [v.status for v in first.videos] == ["done"] * 2
+    assert first.report["totals"]["chunks_processed_this_run"] == 4
+    segments = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "work").glob("videos/*/segments/*")}
+    assert len(segments) == 4
+
+    second = run_swap(requests(3, "second"), options, config)
+    assert [v.status for v in second.videos] == ["done"] * 3
+    assert second.job_id != first.job_id
+    assert [v.resumed_chunks for v in second.videos] == [2, 2, 0]
+    assert second.report["totals"]["chunks_processed_this_run"] == 2  # only the new video's chunks
+    assert [v.video_key for v in second.videos[:2]] == [v.video_key for v in first.videos]
+    for path, stamp in segments.items():
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp  # not re-encoded
+    for clip in clips[:2]:
+        assert (tmp_path / f"second-{clip.stem}.mp4").read_bytes() == (tmp_path / f"first-{clip.stem}.mp4").read_bytes()
+    assert len(video_frames(tmp_path / f"second-{clips[2].stem}.mp4")[0]) == 32
+    assert len(finished_chunk_records(tmp_path / "work")) == 6
+    # both jobs keep their own report
+    assert len(list((tmp_path / "work").glob("jobs/*/report.json"))) == 2
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3-compatible server (moto) on 127.0.0.1; clients find it through AWS_ENDPOINT_URL, which
+    the Ray workers (started before this env existed) only see if the driver forwards it."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("ffray")
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_work_dir_target_and_output_on_s3(ray_cluster, models, tmp_path, s3):
+    from media_clips import make_clip
+
+    yunet = asset(YUNET)
+    source = asset("media/meds-aa-S001-01.jpg")
+    clip = make_clip(tmp_path / "clip.mp4", frames=48, width=160, height=120, gop=16, audio="aac")
+    s3.put_file(str(clip), "ffray/in/clip.mp4")
+    options = contract_face_options(models, yunet, enhancer=False)
+    local = run_swap([VideoRequest(str(clip), str(tmp_path / "local.mp4"), (str(source),))], options,
+                     small_config(tmp_path / "work", chunk_frames=16))
+    assert local.videos[0].status == "done", local.videos[0].error
+
+    request = VideoRequest("s3://ffray/in/clip.mp4", "s3://ffray/out/clip.mp4", (str(source),))
+    config = small_config("s3://ffray/work", chunk_frames=16)
+    first = run_swap([request], options, config)
+    (res,) = first.videos
+    assert res.status == "done", res.error
+    assert s3.cat_file("ffray/out/clip.mp4") == (tmp_path / "local.mp4").read_bytes()  # same bytes as on disk
+    assert first.report["totals"]["chunks_processed_this_run"] == 3
+    assert len(s3.ls(f"ffray/work/videos/{res.video_key}/done")) == 3
+    assert s3.exists(f"ffray/work/jobs/{first.job_id}/report.json")
+
+    rerun = run_swap([request], options, config)  # resumes: every chunk is there and verifies
+    assert rerun.videos[0].status == "done" and rerun.videos[0].resumed_chunks == 3
+    assert rerun.report["totals"]["chunks_processed_this_run"] == 0
+
+    (lost,) = [p for p in s3.ls(f"ffray/work/videos/{res.video_key}/segments") if "000001-" in p]
+    s3.rm(lost)  # a segment gone (lifecycle rule, manual clean-up): only that chunk is done again
+    s3.rm("ffray/out/clip.mp4")
+    again = run_swap([request], options, config)
+    assert again.videos[0].status == "done" and again.videos[0].resumed_chunks == 2
+    assert again.report["totals"]["chunks_processed_this_run"] == 1
+    assert s3.cat_file("ffray/out/clip.mp4") == (tmp_path / "local.mp4").read_bytes()

@@ -4,15 +4,17 @@ manifests."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ffray.errors import InputError
 from ffray.pipeline.config import PipelineConfig, StageConfig, add_pipeline_arguments, load_config_file
-from ffray.pipeline.ledger import ChunkRecord, Ledger
+from ffray.pipeline.ledger import ChunkRecord, VideoLedger
 from ffray.pipeline.progress import Progress
 from ffray.pipeline.stages import column, run_stage, segment_path, to_coded, to_display
 
@@ -82,30 +84,51 @@ def test_auto_gpu_shares_follow_the_cluster():
     assert on_cpus.providers_for(on_cpus.swapper) == ("cpu",)
 
 
-def _record(i, segment, sha):
-    return ChunkRecord(video_id="v", chunk_id=f"c{i}", chunk_index=i, start=i * 10, end=i * 10 + 10,
-                       segment=str(segment), sha256=sha, frames=10, faces=2, seconds=0.5)
+def _record(ledger, i, data: bytes):
+    segment = ledger.segment_uri(i, f"c{i}", ".mp4")
+    Path(segment).parent.mkdir(parents=True, exist_ok=True)
+    Path(segment).write_bytes(data)
+    return ChunkRecord(video_key="k", chunk_id=f"c{i}", chunk_index=i, start=i * 10, end=i * 10 + 10,
+                       segment=segment, sha256=hashlib.sha256(data).hexdigest(), size=len(data), frames=10,
+                       faces=2, seconds=0.5)
 
 
-def test_ledger_verifies_segments_and_survives_a_torn_line(tmp_path):
-    from ffray.media.encode import file_sha256
-
-    seg = tmp_path / "s0.mp4"
-    seg.write_bytes(b"segment zero")
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    ledger.append(_record(0, seg, file_sha256(seg)))
-    ledger.append(_record(1, tmp_path / "missing.mp4", "0" * 64))
-    with open(ledger.path, "a") as f:
-        f.write('{"video_id": "v", "chunk_id": "c2", "chu')  # driver killed mid-line
-    again = Ledger(ledger.path)
-    assert again.verified("c0") == _record(0, seg, file_sha256(seg))
+def test_ledger_keeps_one_record_per_chunk_and_verifies_segments(tmp_path):
+    video_dir = tmp_path / "work" / "videos" / "k"
+    ledger = VideoLedger(str(video_dir))
+    assert ledger.records == {}
+    records = [_record(ledger, i, f"segment {i}".encode()) for i in range(3)]
+    for rec in records:
+        ledger.append(rec)
+    (video_dir / "done" / "000009-c9.json").write_text('{"video_key": "k", "chunk_id": "c9", "chu')  # not a record
+    again = VideoLedger(str(video_dir))
+    assert sorted(again.records) == ["c0", "c1", "c2"]
+    assert again.verified("c0") == records[0]
+    assert again.verified("c9") is None
+    Path(records[1].segment).unlink()
     assert again.verified("c1") is None  # segment gone
-    assert again.verified("c2") is None  # torn line ignored
-    seg.write_bytes(b"segment zero, changed")
-    assert again.verified("c0") is None  # content no longer matches
-    again.append(_record(3, seg, file_sha256(seg)))
-    third = Ledger(ledger.path)
-    assert third.verified("c3") is not None  # the new line was not glued onto the torn one
+    Path(records[2].segment).write_bytes(b"segment 2, changed")
+    assert again.verified("c2") is None  # content no longer matches
+    # records name their segment relative to the video folder: a moved work dir still resumes
+    moved = tmp_path / "moved"
+    (tmp_path / "work").rename(moved)
+    assert VideoLedger(str(moved / "videos" / "k")).verified("c0").segment == str(moved / "videos/k/segments/000000-c0.mp4")
+
+
+def test_storage_helpers(tmp_path, monkeypatch):
+    from ffray.pipeline.storage import join, storage_env, work_root, write_json_atomic
+
+    assert work_root("s3://bucket/work/") == "s3://bucket/work"
+    assert work_root("rel") == str(tmp_path.cwd() / "rel")
+    assert join("s3://b/w/", "videos", "k") == "s3://b/w/videos/k"
+    write_json_atomic(tmp_path / "a" / "r.json", {"x": 1})
+    assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 1}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]  # no temporary left behind
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    assert storage_env(["/local/in.mp4", "out.mp4", None]) == {}  # nothing remote: nothing forwarded
+    env = storage_env(["s3://b/in.mp4", "out.mp4"])
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and "UNRELATED_SECRET" not in env
 
 
 def test_rotation_round_trip_and_direction():

@@ -2,7 +2,7 @@
 yields ONE row. A row is a chunk so that one writer encodes one chunk in one go (bit-identical segments
 after any crash), and because the source is a real Read, Ray's checkpointing could apply to it.
 
-Row columns: `video_id`, `chunk_id`, `chunk_index`, `start`, `end` (frame range, end exclusive),
+Row columns: `video_key`, `chunk_id`, `chunk_index`, `start`, `end` (frame range, end exclusive),
 `frames` uint8 (N, H, W, 3) BGR in coded orientation, `frame_index` (N,), `pts` (N,), `error` ("" when
 fine), and the read stage's accounting columns (see stages.py).
 """
@@ -22,7 +22,7 @@ from ffray.pipeline.stages import error_text
 
 @dataclass(frozen=True)
 class ChunkTask:
-    video_id: str
+    video_key: str
     uri: str
     chunk: Any  # ffray.media.Chunk: everything decode_chunk needs, so the read never re-probes
     frame_bytes: int  # H * W * 3 of the decoded frames, for Ray's size estimates
@@ -56,7 +56,7 @@ def decode_chunk_row(task: ChunkTask) -> dict[str, Any]:
     else:
         frames = np.stack(images)
     row = {
-        "video_id": np.array([task.video_id], dtype=object),
+        "video_key": np.array([task.video_key], dtype=object),
         "chunk_id": np.array([chunk.id], dtype=object),
         "chunk_index": np.array([chunk.index], dtype=np.int64),
         "start": np.array([chunk.start], dtype=np.int64),

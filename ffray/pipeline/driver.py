@@ -1,13 +1,18 @@
-"""The driver: plan, resume, run the Ray Data pipeline, record the ledger, remux each video as soon as its
-last chunk is in, write the run report.
+"""The driver: plan, resume, run the Ray Data pipeline, record finished chunks, remux each video as soon
+as its last chunk is in, write the run report.
 
-Job identity: sha256 over each input's content hash and its source images' bytes, every option that
-changes pixels (face options, chunk length, encoder settings), the models' sha256s and the ffray
-version. Running the same command again finds the same `<work-dir>/<job_id>/` and skips every chunk whose
-segment is in the ledger and still hashes the same.
+Identity is per video: a video key hashes the input's content, its source images' bytes, every option
+that changes pixels or encoded bytes (face options, chunk length, encoder settings), the models'
+sha256s and the ffray version. Finished chunks live under the key, so any later job with the same video
+and settings (the same command rerun, or a bigger batch that contains it) skips every chunk whose
+record is there and whose segment still hashes the same. A job is the list of its video keys; its
+folder only holds its report.
 
-Layout: `<work-dir>/<job_id>/segments/<video_id>/<chunk_index>-<chunk_id>.<ext>`, `ledger.jsonl`,
-`report.json`.
+Layout (the work dir is a path or any fsspec URL; see storage.py and ledger.py):
+
+    <work-dir>/videos/<video_key>/segments/<chunk_index>-<chunk_id>.<ext>
+    <work-dir>/videos/<video_key>/done/<chunk_index>-<chunk_id>.json
+    <work-dir>/jobs/<job_id>/report.json
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from ffray.errors import FfrayError, InputError, MediaError, ModelError, Process
 from ffray.faces.options import FaceOptions
 from ffray.faces.types import Face
 from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
-from ffray.pipeline.ledger import ChunkRecord, Ledger
+from ffray.pipeline.ledger import SEGMENTS, ChunkRecord, VideoLedger
 from ffray.pipeline.progress import Progress
-from ffray.pipeline.report import stage_figures, versions, write_json_atomic
+from ffray.pipeline.report import stage_figures, versions
 from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, to_display
+from ffray.pipeline.storage import join, sha256_and_size, storage_env, work_root, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +55,10 @@ class VideoRequest:
 
 @dataclass
 class VideoResult:
-    video_id: str
+    video_id: str  # this request's place in the job (index + name)
     target: str
     output: str
+    video_key: str = ""  # what its segments are stored under (see video_key)
     status: str = "pending"  # pending | done | failed
     error: str = ""
     error_kind: str = ""  # input | model | processing
@@ -97,13 +104,7 @@ def _kind(exc: BaseException) -> str:
 
 
 def _sha256_uri(uri: str) -> str:
-    import fsspec
-
-    h = hashlib.sha256()
-    with fsspec.open(uri, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_and_size(uri)[0]
 
 
 def _video_id(index: int, target: str) -> str:
@@ -162,15 +163,18 @@ def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
     log_once("ray_data_progress_manager_disabled")  # the notice that bars are off: they are off on purpose
 
 
-def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool):
-    """read (one task per chunk) -> detector pool -> swapper pool -> [enhancer pool] -> segment writer."""
+def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool,
+                  env_vars: dict[str, str] | None = None):
+    """read (one task per chunk) -> detector pool -> swapper pool -> [enhancer pool] -> segment writer.
+    `env_vars` reach every read task and actor (object-store settings, see storage.storage_env)."""
     import ray
 
     from actors import FaceDetectorStage, FaceEnhancerStage, FaceSwapperStage, SegmentWriterStage
     from ffray.pipeline.datasource import ChunkDatasource
 
+    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=max(1, len(tasks)),
-                                  num_cpus=config.read_num_cpus)
+                                  num_cpus=config.read_num_cpus, runtime_env=runtime_env)
     stages = [("detector", FaceDetectorStage), ("swapper", FaceSwapperStage)]
     if with_enhancer:
         stages.append(("enhancer", FaceEnhancerStage))
@@ -185,6 +189,7 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
             num_cpus=st.num_cpus,  # always explicit: Ray 2.60 gives GPU actors a whole CPU otherwise
             batch_size=st.batch_size,
             batch_format="numpy",
+            runtime_env=runtime_env,
         )
     return ds
 
@@ -277,17 +282,27 @@ def _segment_ext(encode) -> str:
     return ext if ext else ".mp4"
 
 
-def job_identity(entries: list[dict], options: FaceOptions, config: PipelineConfig,
-                 model_hashes: dict[str, str]) -> str:
+def video_key(content_hash: str, source_hashes: Sequence[str], options: FaceOptions, config: PipelineConfig,
+              encode, model_hashes: dict[str, str]) -> str:
+    """What a video's segments depend on: its content, its sources, every option that changes pixels or
+    the encoded bytes, the models and the ffray version. Any job with the same key reuses its chunks.
+    Providers and model batch sizes are left out on purpose: they change floating-point rounding, not
+    the requested result, and keying on them would redo a whole video when a job moves CPU -> GPU."""
     ident = {
         "ffray": ffray.__version__,
-        "videos": entries,
+        "content": content_hash,
+        "sources": list(source_hashes),
         "face": options.to_dict(),
-        "pixels": {"chunk_frames": config.chunk_frames, "encoder": config.encoder, "quality": config.quality,
-                   "preset": config.preset},
+        "chunk_frames": config.chunk_frames,
+        "encode": dataclasses.asdict(encode),
         "models": dict(sorted(model_hashes.items())),
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def job_identity(video_keys: Sequence[str]) -> str:
+    """A job is its videos with their settings: the same command (or manifest) gives the same job dir."""
+    return hashlib.sha256("\n".join(video_keys).encode()).hexdigest()[:16]
 
 
 # --- the job ----------------------------------------------------------------------------------------
@@ -295,24 +310,37 @@ def job_identity(entries: list[dict], options: FaceOptions, config: PipelineConf
 
 @dataclass
 class PreparedJob:
-    """Everything decided before any chunk runs: identity, per-video tables, plans, what is already done."""
+    """Everything decided before any chunk runs: identity, per-video tables, plans, what is already done.
+    Plans, ledgers and `done` are keyed by video key (requests with the same key share them)."""
 
     job_id: str
-    job_dir: Path
-    ledger: Ledger
+    job_dir: str
     results: list[VideoResult]
-    infos: dict[str, Any]
+    infos: dict[str, Any]  # video key -> VideoInfo
     table: JobTable
     plans: dict[str, list]
+    ledgers: dict[str, VideoLedger]
     done: dict[str, dict[int, ChunkRecord]]
     tasks: list
     model_hashes: dict[str, str]
 
 
+def _verified_chunks(ledger: VideoLedger, chunks: list) -> dict[int, ChunkRecord]:
+    """chunk index -> record, for the chunks whose segment is intact (hashed in parallel: on an object
+    store each check is a download)."""
+    candidates = [c for c in chunks if c.id in ledger.records]
+    if not candidates:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        checked = list(pool.map(lambda c: ledger.verified(c.id), candidates))
+    return {c.index: rec for c, rec in zip(candidates, checked, strict=True) if rec is not None}
+
+
 def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig,
                 progress: Progress | None = None) -> PreparedJob:
-    """Probe inputs, analyse sources and reference faces, derive the job id, plan chunks and drop those
-    the ledger says are finished. Per-video problems are recorded in the results, not raised."""
+    """Probe inputs, check outputs can be written, analyse sources and reference faces, derive the video
+    keys and the job id, plan chunks and drop those an earlier job already finished. Per-video problems
+    are recorded in the results, not raised."""
     from ffray.media import plan_chunks, probe
 
     config.validate()
@@ -320,8 +348,10 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
     results = [VideoResult(_video_id(i, r.target), r.target, r.output) for i, r in enumerate(requests)]
     analysis = _Analysis(options, config)
 
-    # 1. probe every input and analyse the sources: bad rows fail here, the rest go on
-    infos: dict[str, Any] = {}
+    # 1. probe every input, check its output can be produced, analyse the sources: bad rows fail here
+    # (before any decoding), the rest go on
+    infos: dict[str, Any] = {}  # video id -> VideoInfo
+    encodes: dict[str, Any] = {}
     source_sets: dict[str, SourceSet] = {}
     source_hashes: dict[str, list[str]] = {}
     video_sources: dict[str, str] = {}
@@ -332,6 +362,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             info = probe(req.target)
             if info.frames == 0:
                 raise MediaError(req.target, "no decodable video frames")
+            encode = _encode_for(req.output, config)
             key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
             if key not in source_sets:
                 hashes = [_sha256_uri(p) for p in req.sources]
@@ -339,6 +370,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
                 source_sets[key] = SourceSet(tuple(req.sources), faces)
                 source_hashes[key] = hashes
             infos[res.video_id] = info
+            encodes[res.video_id] = encode
             video_sources[res.video_id] = key
         except FfrayError as exc:
             res.fail(exc, _kind(exc))
@@ -346,61 +378,63 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             res.fail(f"{req.target}: {exc}", "input")
     model_hashes = analysis.model_hashes() if infos else {}
 
-    active = [(req, res) for req, res in zip(requests, results, strict=True) if res.video_id in infos]
-    entries = [{"content": infos[res.video_id].content_hash, "sources": source_hashes[video_sources[res.video_id]]}
-               for _, res in active]
-    job_id = job_identity(entries, options, config, model_hashes)
-    work = Path(config.work_dir).expanduser().absolute()
-    job_dir = work / job_id
-    ledger = Ledger(job_dir / "ledger.jsonl")
-
-    # 2. per-video tables, chunk plans, and what an earlier run already finished
+    # 2. video keys, per-video tables, chunk plans, and what any earlier job already finished
     from ffray.pipeline.datasource import ChunkTask
 
+    root = work_root(config.work_dir)
     videos: dict[str, VideoJob] = {}
+    by_key: dict[str, Any] = {}
     plans: dict[str, list] = {}
+    ledgers: dict[str, VideoLedger] = {}
     done: dict[str, dict[int, ChunkRecord]] = {}
     tasks: list[ChunkTask] = []
-    for req, res in active:
-        info = infos[res.video_id]
+    for req, res in zip(requests, results, strict=True):
+        if res.video_id not in infos:
+            continue
+        info, encode = infos[res.video_id], encodes[res.video_id]
         try:
+            res.video_key = key = video_key(info.content_hash, source_hashes[video_sources[res.video_id]],
+                                            options, config, encode, model_hashes)
+            if key in videos:  # the same video with the same settings twice in one job: processed once
+                res.chunks, res.resumed_chunks = len(plans[key]), len(done[key])
+                progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
+                             resumed=sum(r.frames for r in done[key].values()))
+                continue
             reference = None
             if options.face_selector_mode == "reference":
                 reference = analysis.reference_face(req.target, info, config.chunk_frames)
                 if reference is None:
                     log.warning("%s: no face in the reference frame: reference mode will swap nothing",
                                 req.target)
-            encode = _encode_for(req.output, config)
-            videos[res.video_id] = VideoJob(
-                video_id=res.video_id, uri=req.target, rotation=info.rotation,
+            ledger = VideoLedger(join(root, "videos", key))
+            video = VideoJob(
+                video_key=key, uri=req.target, rotation=info.rotation,
                 source_key=video_sources[res.video_id], reference=reference, info=_slim_info(info),
-                segment_dir=str(job_dir / "segments" / res.video_id), encode=encode,
-                segment_ext=_segment_ext(encode))
+                segment_dir=join(ledger.video_dir, SEGMENTS), encode=encode, segment_ext=_segment_ext(encode))
             chunks = plan_chunks(info, config.chunk_frames)
         except FfrayError as exc:
             res.fail(exc, _kind(exc))
             continue
-        plans[res.video_id] = chunks
-        done[res.video_id] = {}
-        res.chunks = len(chunks)
+        videos[key] = video
+        by_key[key] = info
+        plans[key] = chunks
+        ledgers[key] = ledger
+        done[key] = _verified_chunks(ledger, chunks)
+        res.chunks, res.resumed_chunks = len(chunks), len(done[key])
         frame_bytes = info.coded_width * info.coded_height * 3
-        for chunk in chunks:
-            rec = ledger.verified(chunk.id)
-            if rec is not None:
-                done[res.video_id][chunk.index] = rec
-            else:
-                tasks.append(ChunkTask(res.video_id, req.target, chunk, frame_bytes))
-        res.resumed_chunks = len(done[res.video_id])
+        tasks += [ChunkTask(key, req.target, c, frame_bytes) for c in chunks if c.index not in done[key]]
         progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
-                     resumed=sum(r.frames for r in done[res.video_id].values()))
+                     resumed=sum(r.frames for r in done[key].values()))
 
+    job_id = job_identity([r.video_key for r in results if r.video_key])
     table = JobTable(
         job_id=job_id, face_options=options.to_dict(), videos=videos, sources=source_sets,
         execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
         model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
         model_cache_dir=config.model_cache_dir, model_source=config.model_source)
 
-    return PreparedJob(job_id, job_dir, ledger, results, infos, table, plans, done, tasks, model_hashes)
+    return PreparedJob(job_id, join(root, "jobs", job_id), results, by_key, table, plans, ledgers, done, tasks,
+                       model_hashes)
 
 
 def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
@@ -412,30 +446,33 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     started = time.perf_counter()
     progress = progress or Progress(quiet=True)
     job = prepare_job(requests, options, config, progress)
-    job_id, job_dir, ledger, results = job.job_id, job.job_dir, job.ledger, job.results
-    infos, table, plans, done, tasks = job.infos, job.table, job.plans, job.done, job.tasks
-    model_hashes = job.model_hashes
+    results, infos, table, plans, done, tasks = job.results, job.infos, job.table, job.plans, job.done, job.tasks
     videos = table.videos
 
     # 3. run; remux each video the moment its last chunk is recorded
-    by_id = {r.video_id: r for r in results}
+    sharing: dict[str, list[VideoResult]] = {}  # video key -> the requests it serves
+    for res in results:
+        if res.video_key in plans and res.status == "pending":
+            sharing.setdefault(res.video_key, []).append(res)
     rows: list[dict[str, Any]] = []
     remuxes: dict[str, concurrent.futures.Future] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="remux")
     effective = config
     stats_text = ""
 
-    def maybe_remux(video_id: str) -> None:
-        res = by_id[video_id]
-        if res.status != "pending" or video_id in remuxes or len(done[video_id]) < len(plans[video_id]):
+    def maybe_remux(key: str) -> None:
+        if len(done[key]) < len(plans[key]):
             return
-        progress.set_state(video_id, "remuxing")
-        remuxes[video_id] = pool.submit(_remux_video, videos[video_id], infos[video_id], plans[video_id],
-                                        done[video_id], res, started)
+        for res in sharing[key]:
+            if res.status != "pending" or res.video_id in remuxes:
+                continue
+            progress.set_state(res.video_id, "remuxing")
+            remuxes[res.video_id] = pool.submit(_remux_video, videos[key], infos[key], plans[key], done[key],
+                                                res, started)
 
     try:
-        for vid in plans:
-            maybe_remux(vid)
+        for key in sharing:
+            maybe_remux(key)
         if tasks:
             import ray
 
@@ -449,55 +486,60 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                 check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
                 table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
                 _configure_data_context(effective, quiet)
-                ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
+                urls = [config.work_dir, *(r.target for r in requests), *(r.output for r in requests),
+                        *(s for r in requests for s in r.sources)]
+                ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer,
+                                   env_vars=storage_env(urls))
                 for row in ds.iter_rows():
                     rows.append({k: v for k, v in row.items()})
-                    vid = str(row["video_id"])
-                    res = by_id[vid]
+                    key = str(row["video_key"])
                     if row["error"]:
-                        if res.status == "pending":
-                            res.fail(f"chunk {int(row['chunk_index'])} (frames {int(row['start'])}-"
-                                     f"{int(row['end']) - 1}): {row['error']}",
-                                     "input" if str(row["error"]).startswith("MediaError") else "processing")
-                            progress.set_state(vid, "failed", res.error)
+                        for res in sharing[key]:
+                            if res.status == "pending":
+                                res.fail(f"chunk {int(row['chunk_index'])} (frames {int(row['start'])}-"
+                                         f"{int(row['end']) - 1}): {row['error']}",
+                                         "input" if str(row["error"]).startswith("MediaError") else "processing")
+                                progress.set_state(res.video_id, "failed", res.error)
                         continue
                     seconds = sum(float(row[f"{s}_s"]) for s in ("read", *STAGES) if f"{s}_s" in row)
-                    rec = ChunkRecord(video_id=vid, chunk_id=str(row["chunk_id"]),
+                    rec = ChunkRecord(video_key=key, chunk_id=str(row["chunk_id"]),
                                       chunk_index=int(row["chunk_index"]), start=int(row["start"]),
                                       end=int(row["end"]), segment=str(row["segment"]), sha256=str(row["sha256"]),
-                                      frames=int(row["frames"]), faces=int(row["faces"]), seconds=seconds)
-                    ledger.append(rec)
-                    done[vid][rec.chunk_index] = rec
-                    progress.advance(vid, rec.frames)
-                    maybe_remux(vid)
+                                      size=int(row["size"]), frames=int(row["frames"]), faces=int(row["faces"]),
+                                      seconds=seconds)
+                    job.ledgers[key].append(rec)
+                    done[key][rec.chunk_index] = rec
+                    for res in sharing[key]:
+                        progress.advance(res.video_id, rec.frames)
+                    maybe_remux(key)
                 stats_text = ds.stats()
             finally:
                 if started_ray:
                     ray.shutdown()
         for vid, fut in remuxes.items():
             fut.result()
-            res = by_id[vid]
+            res = next(r for r in results if r.video_id == vid)
             progress.set_state(vid, res.status, res.output if res.status == "done" else res.error)
     finally:
         pool.shutdown(wait=True)
         progress.close()
 
     # a video whose chunks never all came back (should not happen without an error row) is a failure
-    for vid in plans:
-        res = by_id[vid]
-        if res.status == "pending":
-            res.fail(f"{res.target}: {len(done[vid])} of {len(plans[vid])} chunks finished")
-        if res.status == "done":
-            res.frames = sum(r.frames for r in done[vid].values())
-            res.faces = sum(r.faces for r in done[vid].values())
+    for key, members in sharing.items():
+        for res in members:
+            if res.status == "pending":
+                res.fail(f"{res.target}: {len(done[key])} of {len(plans[key])} chunks finished")
+            if res.status == "done":
+                res.frames = sum(r.frames for r in done[key].values())
+                res.faces = sum(r.faces for r in done[key].values())
 
-    report = build_report(job_id, job_dir, results, rows, effective, options, model_hashes,
+    report = build_report(job.job_id, job.job_dir, results, rows, effective, options, job.model_hashes,
                           time.perf_counter() - started, stats_text)
-    report_file = str(job_dir / "report.json")
+    report_file = join(job.job_dir, "report.json")
     write_json_atomic(report_file, report)
     if report_path:
         write_json_atomic(report_path, report)
-    return JobResult(job_id, str(job_dir), results, report, report_path or report_file)
+    return JobResult(job.job_id, job.job_dir, results, report, report_path or report_file)
 
 
 def check_placeable(config: PipelineConfig, cluster_gpus: float, with_enhancer: bool) -> None:
@@ -534,18 +576,18 @@ def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord]
         res.fail(f"{res.output}: remux failed: {type(exc).__name__}: {exc}")
 
 
-def build_report(job_id: str, job_dir: Path, results: list[VideoResult], rows: list[dict], config: PipelineConfig,
+def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: list[dict], config: PipelineConfig,
                  options: FaceOptions, model_hashes: dict[str, str], seconds: float, stats_text: str) -> dict:
     frames_run = sum(int(r["frames"]) for r in rows if not r["error"])
     per_video = [
-        {"video_id": v.video_id, "target": v.target, "output": v.output, "status": v.status, "error": v.error,
+        {"video_id": v.video_id, "video_key": v.video_key, "target": v.target, "output": v.output, "status": v.status, "error": v.error,
          "frames": v.frames, "faces": v.faces, "chunks": v.chunks, "resumed_chunks": v.resumed_chunks,
          "seconds": v.seconds, "output_info": v.output_info}
         for v in results
     ]
     return {
         "job_id": job_id,
-        "job_dir": str(job_dir),
+        "job_dir": job_dir,
         "videos": per_video,
         "stages": stage_figures([r for r in rows if not r["error"]]),
         "totals": {

@@ -1,65 +1,104 @@
-"""The job's record of finished chunks: `ledger.jsonl`, one JSON line per chunk whose segment is written.
+"""The record of finished chunks, per video: one small JSON object per chunk whose segment is written.
 
-Only the driver appends (one writer, so no locking); each line is flushed and fsynced before the
-chunk counts as done. A torn last line (driver killed mid-write) is ignored on load. Resume trusts a
-line only while its segment file still exists and hashes to the recorded sha256.
+Layout, under a video's folder in the work dir (a local/shared path or any fsspec URL, e.g. s3://):
+
+    <video_dir>/segments/<chunk_index>-<chunk_id>.<ext>   the encoded chunk
+    <video_dir>/done/<chunk_index>-<chunk_id>.json        its record (sha256, size, frames, faces, seconds)
+
+Object stores cannot append, so there is no shared log file: each record is its own object, written
+whole (tmp + fsync + rename on a filesystem, a single put on an object store) after its segment, by the
+driver only. Loading lists `done/` and reads every record; a record that does not parse is ignored.
+Resume trusts a record only while its segment is still there with the recorded size and sha256.
+Records are keyed by chunk id (content hash + frame range), so any job that processes the same video
+with the same settings (the same video key, see driver.video_key) finds and reuses them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
+
+from ffray.pipeline.storage import join, sha256_and_size, write_atomic
+
+RECORDS = "done"
+SEGMENTS = "segments"
 
 
 @dataclass(frozen=True)
 class ChunkRecord:
-    video_id: str
+    video_key: str
     chunk_id: str
     chunk_index: int
     start: int
     end: int
-    segment: str  # path of the segment file
+    segment: str  # the segment's URI (on load: rebuilt from the video folder and the segment's name)
     sha256: str
+    size: int  # bytes of the segment
     frames: int
     faces: int
     seconds: float  # busy seconds over all stages for this chunk
 
+    @property
+    def name(self) -> str:
+        return chunk_name(self.chunk_index, self.chunk_id)
 
-class Ledger:
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+
+def chunk_name(chunk_index: int, chunk_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in chunk_id)
+    return f"{chunk_index:06d}-{safe}"
+
+
+class VideoLedger:
+    """The finished chunks of one video key: `records` by chunk id, loaded from `<video_dir>/done/`."""
+
+    def __init__(self, video_dir: str):
+        self.video_dir = video_dir.rstrip("/")
         self.records: dict[str, ChunkRecord] = {}
-        self._torn_tail = False
-        if self.path.exists():
-            text = self.path.read_text()
-            self._torn_tail = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:
-                    rec = ChunkRecord(**json.loads(line))
-                except (ValueError, TypeError):
-                    continue  # a line torn by a killed driver
-                self.records[rec.chunk_id] = rec
+        self._load()
+
+    def segment_uri(self, chunk_index: int, chunk_id: str, ext: str) -> str:
+        return join(self.video_dir, SEGMENTS, chunk_name(chunk_index, chunk_id) + ext)
+
+    def record_uri(self, chunk_index: int, chunk_id: str) -> str:
+        return join(self.video_dir, RECORDS, chunk_name(chunk_index, chunk_id) + ".json")
+
+    def _load(self) -> None:
+        from ffray.media.io import split_uri
+
+        fs, folder = split_uri(join(self.video_dir, RECORDS))
+        fs.invalidate_cache(folder)  # another process (an earlier run) may have written records since
+        try:
+            paths = [p for p in fs.find(folder) if p.endswith(".json")]
+        except FileNotFoundError:
+            paths = []
+        if not paths:
+            return
+        known = {f.name for f in fields(ChunkRecord)}
+        for blob in fs.cat(paths, on_error="omit").values():
+            try:
+                data = json.loads(blob)
+                data = {k: v for k, v in data.items() if k in known}
+                rec = ChunkRecord(**data)
+            except (ValueError, TypeError):
+                continue  # not a record this version can use
+            segment_name = rec.segment.rsplit("/", 1)[-1]
+            rec = ChunkRecord(**{**asdict(rec), "segment": join(self.video_dir, SEGMENTS, segment_name)})
+            self.records[rec.chunk_id] = rec
 
     def append(self, record: ChunkRecord) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            if self._torn_tail:  # never glue a new record onto a half-written one
-                f.write("\n")
-                self._torn_tail = False
-            f.write(json.dumps(asdict(record), sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Record a finished chunk (its segment is already in place)."""
+        data = {**asdict(record), "segment": record.segment.rsplit("/", 1)[-1]}  # relative: the work dir may move
+        write_atomic(self.record_uri(record.chunk_index, record.chunk_id),
+                     (json.dumps(data, sort_keys=True) + "\n").encode())
         self.records[record.chunk_id] = record
 
     def verified(self, chunk_id: str) -> ChunkRecord | None:
         """The record of a finished chunk whose segment is still there, intact; else None."""
         rec = self.records.get(chunk_id)
-        if rec is None or not os.path.isfile(rec.segment):
+        if rec is None:
             return None
-        from ffray.media.encode import file_sha256
-
-        if file_sha256(rec.segment) != rec.sha256:
+        try:
+            found = sha256_and_size(rec.segment)
+        except FileNotFoundError:
             return None
-        return rec
+        return rec if found == (rec.sha256, rec.size) else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from collections import defaultdict
 from typing import Any
@@ -64,13 +63,3 @@ def versions() -> dict[str, str]:
         except ImportError:
             pass
     return info
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)

@@ -2,7 +2,7 @@
 in `actors/` only load their component in `__init__` and call these functions.
 
 A row is one chunk of one video (see datasource.py). Columns every row keeps from read to write:
-`video_id`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), and per stage S
+`video_key`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), and per stage S
 `S_s` (busy seconds), `S_calls` (share of one call), `S_in`/`S_out` (bytes of the row entering/leaving
 S: what crosses the object store at that boundary). A row whose `error` is set passes through every
 stage untouched, so a bad chunk fails its video without stopping the dataset.
@@ -23,14 +23,14 @@ from ffray.errors import FfrayError
 from ffray.faces.options import FaceOptions
 from ffray.faces.types import FACE_COLUMNS, Face, pack_faces, unpack_faces
 
-KEY_COLUMNS = ("video_id", "chunk_id", "chunk_index", "start", "end")
+KEY_COLUMNS = ("video_key", "chunk_id", "chunk_index", "start", "end")
 
 
 @dataclass
 class VideoJob:
-    """Per-video parameters every stage can look up by `video_id` (small: no frames, no frame lists)."""
+    """Per-video parameters every stage can look up by `video_key` (small: no frames, no frame lists)."""
 
-    video_id: str
+    video_key: str
     uri: str
     rotation: int  # clockwise degrees to display (VideoInfo.rotation)
     source_key: str
@@ -49,7 +49,8 @@ class SourceSet:
 
 @dataclass
 class JobTable:
-    """Given to every actor at construction. Kept small: weights load from paths inside the actor."""
+    """Given to every actor at construction. Kept small: weights load from paths inside the actor.
+    `videos` is keyed by video key (driver.video_key): one entry however many requests share it."""
 
     job_id: str
     face_options: dict
@@ -178,7 +179,7 @@ def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]
     if key in batch:
         return batch[key][i]
     # a column this stage adds but did not produce for row i (error row): an empty placeholder
-    if key == "faces":
+    if key in ("faces", "size"):
         return np.int64(0)
     if key.startswith("face_") or key == "face_frame":
         return _EMPTY_FACES[key]
@@ -209,7 +210,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
     dist = distance or analyser.face_distance
 
     def per_row(i: int) -> dict[str, Any]:
-        video = table.videos[str(batch["video_id"][i])]
+        video = table.videos[str(batch["video_key"][i])]
         frames = frames_of(batch, i)
         upright = [to_display(f, video.rotation) for f in frames]
         faces: list[list[Face]] = []
@@ -226,7 +227,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
 
 def _apply_to_faces(batch: dict[str, Any], i: int, table: JobTable, size: int,
                     apply: Callable[[list[np.ndarray], list[list[Face]]], list[np.ndarray]]) -> dict[str, Any]:
-    video = table.videos[str(batch["video_id"][i])]
+    video = table.videos[str(batch["video_key"][i])]
     frames = frames_of(batch, i)
     faces = faces_of(batch, i, len(frames))
     with_faces = [j for j, f in enumerate(faces) if f]
@@ -262,7 +263,7 @@ def swap_rows(batch: dict[str, Any], swapper, sources: SourceCache, table: JobTa
     size = table.model_batch.get("swapper", 8)
 
     def per_row(i: int) -> dict[str, Any]:
-        video = table.videos[str(batch["video_id"][i])]
+        video = table.videos[str(batch["video_key"][i])]
         source = sources.get(video.source_key)
         return _apply_to_faces(batch, i, table, size, lambda fr, fa: swapper.swap(fr, fa, source))
 
@@ -279,20 +280,23 @@ def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable) -> dict[str, 
 
 
 def segment_path(segment_dir: str, chunk_index: int, chunk_id: str, ext: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in chunk_id)
-    return f"{segment_dir.rstrip('/')}/{chunk_index:06d}-{safe}{ext}"
+    from ffray.pipeline.ledger import chunk_name
+    from ffray.pipeline.storage import join
+
+    return join(segment_dir, chunk_name(chunk_index, chunk_id) + ext)
 
 
-RESULT_COLUMNS = (*KEY_COLUMNS, "error", "segment", "sha256", "frames", "faces")
+RESULT_COLUMNS = (*KEY_COLUMNS, "error", "segment", "sha256", "size", "frames", "faces")
 
 
 def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
-    """Segment writer: encode each chunk to its deterministic segment path (atomic) and keep only
-    metadata: the frames end here."""
+    """Segment writer: encode each chunk to its deterministic segment path or URL (atomic) and keep
+    only metadata: the frames end here."""
     from ffray.media import encode_segment
+    from ffray.media.io import split_uri
 
     def per_row(i: int) -> dict[str, Any]:
-        video = table.videos[str(batch["video_id"][i])]
+        video = table.videos[str(batch["video_key"][i])]
         frames = frames_of(batch, i)
         pts = np.asarray(batch["pts"][i])
         dest = segment_path(video.segment_dir, int(batch["chunk_index"][i]), str(batch["chunk_id"][i]),
@@ -301,7 +305,8 @@ def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
                              video.encode)
         if seg.frames != len(frames):
             raise RuntimeError(f"segment {dest}: wrote {seg.frames} of {len(frames)} frames")
-        return {"segment": dest, "sha256": seg.sha256}
+        fs, path = split_uri(dest)
+        return {"segment": dest, "sha256": seg.sha256, "size": np.int64(fs.size(path))}
 
     out = run_stage("writer", batch, per_row, {})
     n = row_count(batch)

@@ -77,16 +77,19 @@ def demo_inputs(tmp_path_factory):
 
 def test_batch_lists_failed_rows_and_finishes_the_others(tmp_path, demo_inputs):
     import cv2
+    from media_clips import make_clip
 
     clip, face = demo_inputs
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    turned = make_clip(tmp_path / "turned.mp4", frames=8, rotation=90)  # AVI has no rotation metadata
     manifest = tmp_path / "jobs.csv"
     manifest.write_text(
         "source,target,output,face_selector_mode\n"
         f"{face},{clip},out/one.mp4,many\n"
         f"{face},missing.mp4,out/two.mp4,\n"
         f"{blank},{clip},out/three.mp4,\n"
+        f"{face},{turned},out/four.avi,\n"
     )
     done = subprocess.run(ffray_cmd("batch", str(manifest), "--work-dir", str(tmp_path / "work"),
                                     "--chunk-frames", "16"),
@@ -95,10 +98,15 @@ def test_batch_lists_failed_rows_and_finishes_the_others(tmp_path, demo_inputs):
     assert (tmp_path / "out/one.mp4").is_file()
     assert not (tmp_path / "out/two.mp4").exists() and not (tmp_path / "out/three.mp4").exists()
     failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 2
+    assert len(failed) == 3
     assert failed[0].startswith("FAILED row 2") and "missing.mp4" in failed[0]
     assert failed[1].startswith("FAILED row 3") and "blank.png" in failed[1] and "no face" in failed[1]
-    assert "1 of 3 succeeded" in done.stderr
+    assert failed[2].startswith("FAILED row 4") and "four.avi" in failed[2]
+    assert "AVI cannot carry the source's rotation" in failed[2]
+    assert not (tmp_path / "out/four.avi").exists()
+    # refused while preparing: only row 1's video has chunks in the work dir, nothing of the .avi row
+    assert len(list((tmp_path / "work").glob("videos/*"))) == 1
+    assert "1 of 4 succeeded" in done.stderr
     src, _ = video_frames(clip)
     out, _ = video_frames(tmp_path / "out/one.mp4")
     assert len(out) == len(src)

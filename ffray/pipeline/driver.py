@@ -342,6 +342,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
     keys and the job id, plan chunks and drop those an earlier job already finished. Per-video problems
     are recorded in the results, not raised."""
     from ffray.media import plan_chunks, probe
+    from ffray.media.encode import avi_clock
 
     config.validate()
     progress = progress or Progress(quiet=True)
@@ -363,6 +364,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             if info.frames == 0:
                 raise MediaError(req.target, "no decodable video frames")
             encode = _encode_for(req.output, config)
+            if encode.container == "avi":
+                avi_clock(info, req.output)  # VFR or rotated sources cannot go into AVI's frame slots
             key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
             if key not in source_sets:
                 hashes = [_sha256_uri(p) for p in req.sources]

@@ -141,6 +141,31 @@ def job_report(work_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def astronaut_clip(path: Path, frames: int, width: int = 320, height: int = 256, turned: bool = False) -> Path:
+    """A clip of skimage's astronaut, upright; or (`turned`) coded a quarter turn counter-clockwise with
+    display metadata that makes a player turn it back 90 degrees clockwise, so it plays upright.
+    Written with numpy and PyAV only (never ffray's own rotation code), so it can check that code."""
+    import cv2
+    from skimage import data
+
+    upright = cv2.resize(np.ascontiguousarray(data.astronaut()[:, :, ::-1]), (width, height),
+                         interpolation=cv2.INTER_AREA)
+    coded = np.ascontiguousarray(np.rot90(upright, 1)) if turned else upright  # np.rot90 k=1: counter-clockwise
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "18", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = coded.shape[1], coded.shape[0], "yuv420p"
+        if turned:
+            # FFmpeg's rule (fftools get_rotation): shown turned by -(matrix angle); the matrix angle is
+            # counter-clockwise, so -90 here = turn 90 degrees clockwise to display
+            stream.set_display_rotation(-90)
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(coded, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def kill_process_group(proc: subprocess.Popen) -> None:
     """SIGKILL a subprocess started with start_new_session=True and everything it started."""
     try:

@@ -16,6 +16,7 @@ from conftest import asset
 from pipeline_helpers import (
     VIDEO,
     YUNET,
+    astronaut_clip,
     audio_packets,
     contract_face_options,
     face_boxes,
@@ -218,52 +219,46 @@ def test_stage_worker_killed_mid_job_gives_identical_output(ray_cluster, models,
     assert not any(p in _stage_worker_pids("FaceSwapperStage") for p in victims)
 
 
-def _astronaut_clip(path: Path, frames: int, display_cw: int) -> Path:
-    """A clip whose upright picture is the astronaut; coded turned so a player rotates it `display_cw`."""
-    import av
-    import cv2
-    from skimage import data
-
-    from ffray.pipeline.stages import to_coded
-
-    upright = cv2.resize(np.ascontiguousarray(data.astronaut()[:, :, ::-1]), (320, 320), interpolation=cv2.INTER_AREA)
-    coded = to_coded(upright, display_cw)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"crf": "18", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = coded.shape[1], coded.shape[0], "yuv420p"
-        if display_cw:
-            stream.set_display_rotation(-display_cw)  # PyAV takes counter-clockwise degrees
-        for _ in range(frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(coded, format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def test_rotated_video_is_processed_upright_and_keeps_its_rotation(ray_cluster, models, tmp_path):
+def test_rotated_video_is_swapped_the_right_way_up(ray_cluster, tmp_path):
+    """A clip coded sideways with display rotation must come out as the upright clip does, once shown
+    the way a player shows it; a stage that turned frames the wrong way (a 180 degree mistake) would
+    find no face or swap it upside down."""
     from ffray.media import probe
 
-    yunet = asset(YUNET)
     source = asset("media/meds-aa-S001-01.jpg")
-    upright = _astronaut_clip(tmp_path / "upright.mp4", 20, 0)
-    turned = _astronaut_clip(tmp_path / "turned.mp4", 20, 90)
-    assert probe(str(turned)).rotation == 90
-    options = contract_face_options(models, yunet, enhancer=False)
+    upright = astronaut_clip(tmp_path / "upright.mp4", 10)
+    turned = astronaut_clip(tmp_path / "turned.mp4", 10, turned=True)
+    assert probe(str(turned)).rotation == 90  # clockwise degrees to display, as ffray.media reports it
+    options = FaceOptions(pack="builtin", face_selector_mode="one")
     config = small_config(tmp_path / "work", chunk_frames=10)
     outs = [tmp_path / "upright-out.mp4", tmp_path / "turned-out.mp4"]
     result = run_swap([VideoRequest(str(upright), str(outs[0]), (str(source),)),
                        VideoRequest(str(turned), str(outs[1]), (str(source),))], options, config)
     a, b = result.videos
     assert a.status == b.status == "done", (a.error, b.error)
-    assert a.faces >= 20 and b.faces == a.faces  # the detector saw the turned video upright too
+    assert a.faces == b.faces == 10
     info = probe(str(outs[1]))
-    assert info.rotation == 90 and info.frames == 20
-    src, _ = video_frames(turned)
-    assert face_boxes(src[0], options) == []  # sideways, as coded, YuNet finds nothing: rotation was applied
-    out, _ = video_frames(outs[1])
-    assert out[0].shape == src[0].shape  # still coded orientation, rotation left to the player
-    assert np.abs(out[5].astype(np.int16) - src[5].astype(np.int16)).mean() > 0.5
+    assert info.rotation == 90 and info.frames == 10  # the rotation is left to the player, as in the source
+
+    src_up, _ = video_frames(upright)
+    src_turned, _ = video_frames(turned)
+    out_up, _ = video_frames(outs[0])
+    out_turned, _ = video_frames(outs[1])
+    assert out_turned[0].shape == src_turned[0].shape == (320, 256, 3)  # still coded sideways
+    (box,) = face_boxes(src_up[5], options)
+    assert face_boxes(src_turned[5], options) == []  # as coded the face is sideways: the stages had to turn it
+    x1, y1, x2, y2 = (int(v) for v in box)
+    for k in (0, 5, 9):
+        shown = np.rot90(out_turned[k], -1)  # what a player shows: 90 degrees clockwise
+        swapped = np.abs(out_up[k].astype(np.int16) - src_up[k].astype(np.int16))[y1:y2, x1:x2].mean()
+        assert swapped > 10  # the swap changed the face
+        assert _psnr(shown[y1:y2, x1:x2], out_up[k][y1:y2, x1:x2]) > 30  # the same face, the same way up
+        assert _psnr(shown, out_up[k]) > 30
 
 
 def test_later_batch_reuses_finished_videos(ray_cluster, models, tmp_path):

@@ -215,3 +215,10 @@ def test_gpu_stage_on_a_cluster_without_gpus_fails_fast():
         check_placeable(config, 0, with_enhancer=False)
     check_placeable(PipelineConfig().resolved(cluster_gpus=0), 0, with_enhancer=True)  # auto -> CPU: fine
     check_placeable(PipelineConfig().resolved(cluster_gpus=1), 1, with_enhancer=True)
+
+
+def test_demo_refuses_an_object_store_work_dir_for_its_local_files(capsys):
+    from ffray.cli import main
+
+    assert main(["demo", "--work-dir", "s3://bucket/work", "--quiet"]) == 2
+    assert "give a local --work-dir" in capsys.readouterr().err

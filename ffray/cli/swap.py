@@ -2,7 +2,7 @@
 
 Exit codes (ffray/errors.py): 0 all videos done; 1 processing failed (batch: some rows failed, the others
 completed); 2 bad input or options; 3 model unavailable; 130 interrupted (rerun the same command to
-resume: finished chunks are kept in the work dir's ledger).
+resume: finished chunks are kept in the work dir).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ SWAP_DESCRIPTION = """\
 Swap the identity of the source image(s) into every selected face of the target video, as a Ray Data
 job: chunks of frames stream through separately scaled detector, swapper and (optional) enhancer actor
 pools and a segment writer; the output is remuxed with the source's audio as soon as its last chunk is
-done. Rerunning the same command resumes an interrupted job from --work-dir.
+done. Finished chunks are kept in --work-dir (a path, or an fsspec URL such as s3://bucket/prefix) per
+video and settings: rerunning the same command resumes an interrupted job, and a later job that contains
+a video already done with the same settings reuses it.
 """
 
 BATCH_DESCRIPTION = """\
@@ -324,7 +326,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     if args.pack != "builtin":
         raise InputError("--pack: the demo runs offline with the builtin pack only")
+    from ffray.pipeline.storage import is_url
+
     options, config = resolve_options(args)
+    if is_url(config.work_dir) and not (args.target and args.output):
+        raise InputError(f"--work-dir {config.work_dir}: the demo makes its clip and output in a local folder; "
+                         "give a local --work-dir, or --target and --output")
     work = Path(config.work_dir).expanduser().absolute()
     if args.target:
         target = args.target
@@ -335,7 +342,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
         target, source = make_demo_inputs(work / "demo-inputs")
         sources = tuple(args.sources or (source,))
     output = args.output or str(work / "demo-output" / (Path(target).stem + "-swapped.mp4"))
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if not is_url(output):
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
     request = VideoRequest(target=target, output=output, sources=sources)
     result = _run([request], options, config, args, label_failures=False)
     video = result.videos[0]

@@ -71,7 +71,7 @@ class PipelineConfig:
     encoder: str | None = None  # None = the output container's default (EncodeOptions.for_output)
     quality: int = 80
     preset: str = "veryfast"
-    work_dir: str = "ffray-work"  # segments + ledger; on a multi-node cluster: a shared filesystem path
+    work_dir: str = "ffray-work"  # segments + chunk records; on a cluster: a shared path or an fsspec URL (s3://...)
     model_cache_dir: str | None = None
     model_source: str | None = None
     wait_for_min_actors_s: float = 600.0  # fail instead of hanging when a pool cannot be placed
@@ -200,8 +200,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Stage and job flags. Every default is None so that only flags the user gave override the config."""
     g = parser.add_argument_group("pipeline options (override the config file)")
     g.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with [pipeline] and [face] sections")
-    g.add_argument("--work-dir", metavar="DIR", help="segments and ledger (shared path on a cluster); "
-                   "default ./ffray-work")
+    g.add_argument("--work-dir", metavar="DIR|URL", help="finished segments and their records, kept per video "
+                   "and reused by any later job with the same video and settings: a shared path or an fsspec "
+                   "URL such as s3://bucket/prefix on a cluster; default ./ffray-work")
     g.add_argument("--chunk-frames", type=int, metavar="N", help="frames per chunk (default 48)")
     g.add_argument("--providers", nargs="+", choices=["tensorrt", "cuda", "cpu"],
                    help="ONNX Runtime providers in order (default: cuda,cpu in GPU stages, else cpu)")

@@ -172,6 +172,12 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
     from actors import FaceDetectorStage, FaceEnhancerStage, FaceSwapperStage, SegmentWriterStage
     from ffray.pipeline.datasource import ChunkDatasource
 
+    # The table rides in fn_constructor_kwargs: it is small (no frames, no weights). Ray logs an ERROR
+    # per pool, "constructor arguments in the object store and max_restarts > 0", whatever the UDF's
+    # arguments: Ray Data itself ray.put()s every operator's DataContext and MapTransformer and passes
+    # those refs to each actor (checked: a UDF with no constructor arguments logs it too). They are owned
+    # by this driver, so they outlive every restart the job can survive; loading the table from a file
+    # would not change that, the worker-kill and node-loss tests restart actors with it.
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=max(1, len(tasks)),
                                   num_cpus=config.read_num_cpus, runtime_env=runtime_env)

@@ -120,6 +120,7 @@ def test_storage_helpers(tmp_path, monkeypatch):
 
     assert work_root("s3://bucket/work/") == "s3://bucket/work"
     assert work_root("rel") == str(tmp_path.cwd() / "rel")
+    assert work_root("file:///srv/work") == "/srv/work"
     assert join("s3://b/w/", "videos", "k") == "s3://b/w/videos/k"
     write_json_atomic(tmp_path / "a" / "r.json", {"x": 1})
     assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 1}

@@ -33,6 +33,8 @@ def work_root(work_dir: str) -> str:
     """The work dir as an absolute path, or the URL as given."""
     if is_url(work_dir):
         return work_dir.rstrip("/")
+    if work_dir.startswith("file://"):
+        work_dir = work_dir[len("file://"):]
     return str(Path(work_dir).expanduser().absolute())
 
 

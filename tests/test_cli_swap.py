@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import asset
 from pipeline_helpers import (
     audio_packets,
     face_boxes,
@@ -66,6 +67,20 @@ def test_swap_bad_input_exits_2_with_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("ffray: error: ") and "missing.mp4" in lines[-1]
     assert "Traceback" not in done.stderr
+
+
+def test_commercial_only_refuses_a_non_commercial_model_before_any_work(tmp_path):
+    """The store flags of `ffray models` reach the pipeline: reference mode needs ArcFace (InsightFace,
+    non-commercial), so --commercial-only refuses the job with exit 3 and nothing is written."""
+    done = subprocess.run(ffray_cmd(
+        "swap", "--pack", "facefusion", "--commercial-only", "--model-cache", str(tmp_path / "cache"),
+        "--face-detector-model", f"yunet={asset('models/yunet_s_640_640.onnx')}", "--face-landmarker-score", "0",
+        "--source", str(asset("media/meds-aa-S001-01.jpg")), "--target", str(asset("media/h264_aac.mp4")),
+        "--output", str(tmp_path / "o.mp4"), "--work-dir", str(tmp_path / "w"), "--quiet"),
+        env=run_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert "arcface_w600k_r50" in done.stderr and "refused by --commercial-only" in done.stderr
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "w" / "videos").exists()
 
 
 @pytest.fixture(scope="module")

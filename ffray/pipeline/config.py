@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ffray.cli.models import add_store_arguments
 from ffray.errors import InputError
 
 FACE_STAGES = ("detector", "swapper", "enhancer")
@@ -74,8 +75,13 @@ class PipelineConfig:
     work_dir: str = "ffray-work"  # segments + chunk records; on a cluster: a shared path or an fsspec URL (s3://...)
     model_cache_dir: str | None = None
     model_source: str | None = None
+    commercial_only: bool = False  # refuse models whose licence forbids commercial use
     wait_for_min_actors_s: float = 600.0  # fail instead of hanging when a pool cannot be placed
-    keep_segments: bool = True  # keep segments after a successful remux (resume after a changed output)
+
+    def store_settings(self) -> dict[str, Any]:
+        """ModelStore keyword arguments: the driver and every actor resolve models the same way."""
+        return {"cache_dir": self.model_cache_dir, "source": self.model_source,
+                "commercial_only": self.commercial_only}
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
@@ -211,8 +217,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=int, metavar="0-100")
     g.add_argument("--preset", metavar="NAME")
     g.add_argument("--read-cpus", type=float, dest="read_num_cpus", metavar="F")
-    g.add_argument("--model-cache-dir", metavar="DIR")
-    g.add_argument("--model-source", metavar="URL_OR_DIR")
+    add_store_arguments(g, short_names=False)
     for stage in STAGES:
         g.add_argument(f"--{stage}-actors", type=_actors, metavar="N|MIN-MAX", help=f"{stage} actor pool size")
         g.add_argument(f"--{stage}-gpus", type=float, metavar="F", help=f"GPU share per {stage} actor")
@@ -228,10 +233,15 @@ def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, A
     cfg = PipelineConfig.from_dict(file_values or {})
     top = {}
     for name in ("work_dir", "chunk_frames", "intra_op_threads", "encoder", "quality", "preset",
-                 "read_num_cpus", "model_cache_dir", "model_source"):
+                 "read_num_cpus"):
         v = getattr(args, name, None)
         if v is not None:
             top[name] = v
+    for flag, name in (("cache_dir", "model_cache_dir"), ("source", "model_source")):
+        if getattr(args, flag, None) is not None:
+            top[name] = getattr(args, flag)
+    if getattr(args, "commercial_only", False):
+        top["commercial_only"] = True
     if getattr(args, "providers", None):
         top["providers"] = tuple(args.providers)
     for stage in STAGES:

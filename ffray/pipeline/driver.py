@@ -220,7 +220,7 @@ class _Analysis:
 
             self._analyser = load_analyser(
                 self.options, ExecutionOptions(providers=("cpu",), intra_op_threads=self.config.intra_op_threads),
-                ModelStore(cache_dir=self.config.model_cache_dir, source=self.config.model_source))
+                ModelStore(**self.config.store_settings()))
         return self._analyser
 
     def source_faces(self, paths: Sequence[str]) -> tuple[Face, ...]:
@@ -267,7 +267,7 @@ class _Analysis:
         if self.options.pack != "builtin":
             from ffray.models.store import ModelStore
 
-            store = ModelStore(cache_dir=self.config.model_cache_dir, source=self.config.model_source)
+            store = ModelStore(**self.config.store_settings())
             refs = [self.options.face_swapper_model]
             if self.options.face_enhancer_model:
                 refs.append(self.options.face_enhancer_model)
@@ -440,7 +440,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         job_id=job_id, face_options=options.to_dict(), videos=videos, sources=source_sets,
         execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
         model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
-        model_cache_dir=config.model_cache_dir, model_source=config.model_source)
+        store_settings=config.store_settings())
 
     return PreparedJob(job_id, join(root, "jobs", job_id), results, by_key, table, plans, ledgers, done, tasks,
                        model_hashes)

@@ -58,8 +58,7 @@ class JobTable:
     sources: dict[str, SourceSet]
     execution: dict[str, dict] = field(default_factory=dict)  # stage -> ExecutionOptions kwargs
     model_batch: dict[str, int] = field(default_factory=dict)  # stage -> frames per model call
-    model_cache_dir: str | None = None
-    model_source: str | None = None
+    store_settings: dict = field(default_factory=dict)  # ModelStore kwargs (PipelineConfig.store_settings)
 
     @property
     def options(self) -> FaceOptions:
@@ -73,7 +72,7 @@ class JobTable:
     def store(self):
         from ffray.models.store import ModelStore
 
-        return ModelStore(cache_dir=self.model_cache_dir, source=self.model_source)
+        return ModelStore(**self.store_settings)
 
 
 # --- orientation ---------------------------------------------------------------------------------

@@ -11,14 +11,7 @@ fail instead of running twice (Ray refuses a known id); to resume after a failur
 
 import sys
 
-from ffray.cli import main
-
-
-def entrypoint(argv: list[str]) -> int:
-    if "--address" not in argv:
-        argv = [*argv, "--address", "auto"]
-    return main(["batch", *argv])
-
+from ffray.cli import cluster_main
 
 if __name__ == "__main__":
-    sys.exit(entrypoint(sys.argv[1:]))
+    sys.exit(cluster_main("batch", sys.argv[1:]))

@@ -59,5 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def cluster_main(command: str, argv: list[str]) -> int:
+    """`ray job submit` entrypoints: run `command` on the cluster the job runs in (`--address auto`
+    unless the caller chose an address)."""
+    if "--address" not in argv:
+        argv = [*argv, "--address", "auto"]
+    return main([command, *argv])
+
+
 if __name__ == "__main__":
     sys.exit(main())

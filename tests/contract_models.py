@@ -132,6 +132,38 @@ def build_arcface(path) -> Path:
                  [_init("w", weights)], "arcface")
 
 
+def build_fairface(path) -> Path:
+    """input [N,3,224,224] (RGB, ImageNet-normalised) -> race_id, gender_id, age_id, each [N] int64 as the
+    real model's argmax outputs. The graph undoes the normalisation and reads the crop's mean colour in
+    [0,1]: race_id = floor(R * 6.999) (0..6), gender_id = G > 0.5 (1 = female), age_id = floor(B * 8.999)
+    (0..8), so a uniform frame of a chosen colour selects every id (and a wrong channel order or
+    normalisation shows)."""
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3)
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3)
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
+        helper.make_node("Mul", ["pooled", "std"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "mean"], ["rgb"]),
+        helper.make_node("Split", ["rgb", "split"], ["r", "g", "b"], axis=1),
+        helper.make_node("Mul", ["r", "race_scale"], ["r7"]),
+        helper.make_node("Floor", ["r7"], ["r_floor"]),
+        helper.make_node("Cast", ["r_floor"], ["race_2d"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["race_2d", "axis1"], ["race_id"]),
+        helper.make_node("Greater", ["g", "half"], ["g_bool"]),
+        helper.make_node("Cast", ["g_bool"], ["gender_2d"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["gender_2d", "axis1"], ["gender_id"]),
+        helper.make_node("Mul", ["b", "age_scale"], ["b9"]),
+        helper.make_node("Floor", ["b9"], ["b_floor"]),
+        helper.make_node("Cast", ["b_floor"], ["age_2d"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["age_2d", "axis1"], ["age_id"]),
+    ]
+    inits = [_init("mean", mean), _init("std", std), _init("split", [1, 1, 1], np.int64),
+             _init("race_scale", [6.999]), _init("half", [0.5]), _init("age_scale", [8.999]),
+             _init("axis1", [1], np.int64)]
+    outputs = [_vi(n, [B], TensorProto.INT64) for n in ("race_id", "gender_id", "age_id")]
+    return _save(path, nodes, [_vi("input", [B, 3, 224, 224])], outputs, inits, "fairface")
+
+
 def _face_68_in_64() -> np.ndarray:
     """A plausible 68-point layout in 2dfan4's 64x64 heatmap space (jaw 0 left of jaw 16: angle 0)."""
     points = np.zeros((68, 2), dtype=np.float32)
@@ -346,6 +378,7 @@ BUILDERS = {
     "gpen_bfr_256": build_gpen,
     "gpen_bfr_512": lambda p: build_gpen(p, 512),
     "xseg_1": build_xseg,
+    "fairface": build_fairface,
     "bisenet_resnet_34": build_bisenet,
 }
 

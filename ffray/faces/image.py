@@ -110,8 +110,9 @@ def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, 
     if reference_mode:
         reference_faces = target_faces if reference_image is None else \
             _faces_of(analyser, reference_image, options.reference_face_image, embed=True)
-        reference = choose_reference_face(reference_faces, options)
-    selected = select_faces(target_faces, options, reference, distance=analyser.face_distance)
+        reference = choose_reference_face(reference_faces, options, source_faces)
+    selected = select_faces(target_faces, options, reference, distance=analyser.face_distance,
+                            source_faces=source_faces)
     log.info("swap-image: %d of %d target faces selected", len(selected), len(target_faces))
 
     result = target_image

@@ -12,6 +12,7 @@ import numpy as np
 
 from ffray.errors import InputError, ModelError
 from ffray.faces.align import estimate_face_angle, landmark_5_from_68
+from ffray.faces.classify import FairFace
 from ffray.faces.detect import FaceDetector, detect_faces, nms_threshold
 from ffray.faces.embed import ArcFace
 from ffray.faces.enhance import Enhancer, EnhancerConfig
@@ -66,7 +67,9 @@ def _mask_models(loader: _Loader, options: FaceOptions, types: Sequence[str], ba
 
 class OnnxFaceAnalyser:
     """Detector (+ fan_68_5 and 2dfan4/peppa_wutz when `face_landmarker_score > 0`) + ArcFace when
-    embeddings are needed. `fan_68_5` and batch size can be overridden (tests pass contract models)."""
+    embeddings are needed + FairFace when an age/gender/race filter is set (it then classifies every
+    face, source faces included). `fan_68_5` and batch size can be overridden (tests pass contract
+    models)."""
 
     def __init__(self, options: FaceOptions, execution=None, store=None, batch_size: int = DEFAULT_BATCH_SIZE,
                  fan_68_5: str = "fan_68_5"):
@@ -93,6 +96,10 @@ class OnnxFaceAnalyser:
                 session, spec, _ = self._loader.load(ref, "landmarker")
                 self.landmarkers.append(Landmarker68(session, spec.type, batch_size))
         self._recognizer: ArcFace | None = None
+        self.classifier: FairFace | None = None
+        if options.selector_filter_flags():
+            session, spec, _ = self._loader.load(options.face_classifier_model, "classifier")
+            self.classifier = FairFace(session, batch_size, spec.mean, spec.std)
 
     @property
     def recognizer(self) -> ArcFace:
@@ -132,6 +139,8 @@ class OnnxFaceAnalyser:
         if embed is None:
             embed = options.face_selector_mode == "reference"
         embeddings = self.recognizer.embed(face_frames, landmarks_5_68) if embed and index else [(None, None)] * len(index)
+        classes = self.classifier.classify(face_frames, landmarks_5_68) if self.classifier and index \
+            else [{}] * len(index)
         faces: list[list[Face]] = [[] for _ in frames]
         for n, (i, k) in enumerate(index):
             faces[i].append(Face(
@@ -143,7 +152,7 @@ class OnnxFaceAnalyser:
                 landmarker_score=float(scores_68[n]),
                 embedding=embeddings[n][0],
                 embedding_norm=embeddings[n][1],
-                extra={"angle": angles[n]},
+                extra={"angle": angles[n], **classes[n]},
             ))
         return faces
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, fields
 
+from ffray.errors import InputError
+
 PACKS = ("builtin", "facefusion")
 SELECTOR_MODES = ("many", "one", "reference")
+SELECTOR_GENDERS = ("auto", "female", "male")
+SELECTOR_RACES = ("auto", "white", "black", "latino", "asian", "indian", "arabic")
 SELECTOR_ORDERS = (
     "left-right", "right-left", "top-bottom", "bottom-top", "small-large", "large-small", "best-worst", "worst-best",
 )
@@ -37,6 +41,12 @@ class FaceOptions:
     face_recognizer_model: str = "arcface_w600k_r50"
     face_selector_mode: str = "reference"
     face_selector_order: str = "large-small"
+    # FairFace filters (None = off); 'auto' copies the largest source face's gender/race
+    face_selector_age_start: int | None = None
+    face_selector_age_end: int | None = None
+    face_selector_gender: str | None = None
+    face_selector_race: str | None = None
+    face_classifier_model: str = "fairface"
     reference_face_position: int = 0
     reference_face_distance: float = 0.3
     reference_frame_number: int = 0
@@ -54,6 +64,33 @@ class FaceOptions:
     face_mask_regions: tuple[str, ...] = MASK_REGIONS
     face_occluder_model: str = "xseg_1"
     face_parser_model: str = "bisenet_resnet_34"
+
+    def __post_init__(self) -> None:
+        if self.face_selector_gender not in (None, *SELECTOR_GENDERS):
+            raise InputError(f"--face-selector-gender {self.face_selector_gender}: choose from "
+                             f"{', '.join(SELECTOR_GENDERS)}")
+        if self.face_selector_race not in (None, *SELECTOR_RACES):
+            raise InputError(f"--face-selector-race {self.face_selector_race}: choose from "
+                             f"{', '.join(SELECTOR_RACES)}")
+        for flag, age in (("--face-selector-age-start", self.face_selector_age_start),
+                          ("--face-selector-age-end", self.face_selector_age_end)):
+            if age is not None and not 0 <= age <= 100:
+                raise InputError(f"{flag} {age}: must be 0..100")
+
+    def check_pack_supports_filters(self) -> None:
+        """Checked when the analyser loads, not at construction: a config file may set the pack after
+        the flags were parsed."""
+        if self.pack == "builtin" and self.selector_filter_flags():
+            raise InputError(f"{self.selector_filter_flags()[0]}: the builtin pack has no age/gender/race "
+                             "classifier; use --pack facefusion")
+
+    def selector_filter_flags(self) -> list[str]:
+        """The FairFace filter flags that are set (they need the classifier)."""
+        values = {"--face-selector-age-start": self.face_selector_age_start,
+                  "--face-selector-age-end": self.face_selector_age_end,
+                  "--face-selector-gender": self.face_selector_gender,
+                  "--face-selector-race": self.face_selector_race}
+        return [flag for flag, value in values.items() if value is not None]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +136,13 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--face-recognizer-model", default=d.face_recognizer_model, metavar="NAME[=PATH]")
     g.add_argument("--face-selector-mode", choices=SELECTOR_MODES, default=d.face_selector_mode)
     g.add_argument("--face-selector-order", choices=SELECTOR_ORDERS, default=d.face_selector_order)
+    g.add_argument("--face-selector-age-start", type=int, default=None, choices=range(101), metavar="0..100")
+    g.add_argument("--face-selector-age-end", type=int, default=None, choices=range(101), metavar="0..100")
+    g.add_argument("--face-selector-gender", choices=SELECTOR_GENDERS, default=None,
+                   help="keep faces FairFace classifies so; auto: the largest source face's gender")
+    g.add_argument("--face-selector-race", choices=SELECTOR_RACES, default=None,
+                   help="keep faces FairFace classifies so; auto: the largest source face's race")
+    g.add_argument("--face-classifier-model", default=d.face_classifier_model, metavar="NAME[=PATH]")
     g.add_argument("--reference-face-position", type=int, default=d.reference_face_position)
     g.add_argument("--reference-face-distance", type=float, default=d.reference_face_distance)
     g.add_argument("--reference-frame-number", type=int, default=d.reference_frame_number)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 def load_analyser(options: FaceOptions, execution: ExecutionOptions | None = None,
                   store: ModelStore | None = None) -> FaceAnalyser:
+    options.check_pack_supports_filters()
     if options.pack == "builtin":
         from ffray.faces import builtin
 

@@ -1,9 +1,10 @@
-"""Face selection as FaceFusion's `face_selector`: modes many / one / reference, ordering, and the
-reference distance rule. Pure functions; the identity distance is a parameter so any pack can plug
-in its own (the builtin dlib pack uses a Euclidean distance on 128-D descriptors).
+"""Face selection as FaceFusion's `face_selector`: modes many / one / reference, ordering, the
+age/gender/race filters and the reference distance rule. Pure functions; the identity distance is a
+parameter so any pack can plug in its own (the builtin dlib pack uses a Euclidean distance on 128-D
+descriptors).
 
-Age, gender and race filters need FaceFusion's FairFace classifier, which ffray does not ship:
-they are not supported.
+The filters read FairFace's results from `Face.extra` ('gender', 'race', 'age' as a half-open (lo, hi)
+range; see `ffray.faces.classify`); only the facefusion pack fills them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ffray.faces.options import SELECTOR_MODES, SELECTOR_ORDERS, FaceOptions
+from ffray.faces.options import SELECTOR_GENDERS, SELECTOR_MODES, SELECTOR_ORDERS, SELECTOR_RACES, FaceOptions
 from ffray.faces.types import Face
 
 Distance = Callable[[Face, Face], float]
@@ -59,9 +60,51 @@ def sort_faces(faces: Sequence[Face], order: str) -> list[Face]:
     return sorted(faces, key=key, reverse=reverse)
 
 
-def sort_and_filter_faces(faces: Sequence[Face], options: FaceOptions) -> list[Face]:
-    # no age/gender/race filters: they need FairFace, which ffray does not ship
-    return sort_faces(faces, options.face_selector_order)
+def resolve_gender_race(options: FaceOptions,
+                        source_faces: Sequence[Face] | None = None) -> tuple[str | None, str | None]:
+    """The gender and race to filter by, 'auto' replaced by the largest source face's values.
+
+    FaceFusion's condition is `if source_faces and gender == 'auto' or race == 'auto'`, i.e.
+    `(source_faces and gender == 'auto') or race == 'auto'`. Reproduced as written: with race 'auto'
+    the block runs even without source faces, but then finds no source face and changes nothing, so
+    the result equals the intended `source_faces and (gender == 'auto' or race == 'auto')`. An 'auto'
+    left unresolved (no source faces) is no filter, as in FaceFusion ('auto' is not a gender/race).
+    """
+    gender, race = options.face_selector_gender, options.face_selector_race
+    source_faces = list(source_faces or ())  # FaceFusion's list; None would crash its sort
+    if source_faces and gender == "auto" or race == "auto":
+        source_face = largest_face(source_faces)
+        if source_face is not None:
+            if gender == "auto":
+                gender = source_face.extra.get("gender")
+            if race == "auto":
+                race = source_face.extra.get("race")
+    return gender, race
+
+
+def _age_overlaps(age: tuple[int, int] | None, start: int, end: int) -> bool:
+    # FaceFusion: `set(face.age) & set(range(start, end))`, both half-open ranges
+    return age is not None and max(age[0], start) < min(age[1], end)
+
+
+def sort_and_filter_faces(faces: Sequence[Face], options: FaceOptions,
+                          source_faces: Sequence[Face] | None = None) -> list[Face]:
+    """FaceFusion's order: sort, then gender, race, age filters. `source_faces` resolve 'auto'."""
+    faces = sort_faces(faces, options.face_selector_order)
+    if not faces:
+        return faces
+    gender, race = resolve_gender_race(options, source_faces)
+    if gender in SELECTOR_GENDERS[1:]:
+        faces = [f for f in faces if f.extra.get("gender") == gender]
+    if race in SELECTOR_RACES[1:]:
+        faces = [f for f in faces if f.extra.get("race") == race]
+    start, end = options.face_selector_age_start, options.face_selector_age_end
+    # FaceFusion filters when either bound is truthy (0..0 is no filter) and crashes on a missing
+    # bound; ffray reads a missing start as 0 and a missing end as 100
+    if start or end:
+        start, end = start or 0, 100 if end is None else end
+        faces = [f for f in faces if _age_overlaps(f.extra.get("age"), start, end)]
+    return faces
 
 
 def get_one_face(faces: Sequence[Face], position: int = 0) -> Face | None:
@@ -76,20 +119,23 @@ def largest_face(faces: Sequence[Face]) -> Face | None:
     return get_one_face(sort_faces(faces, "large-small"))
 
 
-def choose_reference_face(reference_faces: Sequence[Face], options: FaceOptions) -> Face | None:
+def choose_reference_face(reference_faces: Sequence[Face], options: FaceOptions,
+                          source_faces: Sequence[Face] | None = None) -> Face | None:
     """The reference face from a reference frame's (or image's) faces: sort/filter, then
     `reference_face_position` (clamped)."""
-    return get_one_face(sort_and_filter_faces(reference_faces, options), options.reference_face_position)
+    return get_one_face(sort_and_filter_faces(reference_faces, options, source_faces),
+                        options.reference_face_position)
 
 
 def select_faces(faces: Sequence[Face], options: FaceOptions, reference: Face | None = None,
-                 distance: Distance = face_distance) -> list[Face]:
+                 distance: Distance = face_distance, source_faces: Sequence[Face] | None = None) -> list[Face]:
     """Target faces to process in one frame, in processing order.
 
     `many`: all faces sorted; `one`: the first after sorting; `reference`: every face whose
     `distance` to `reference` is strictly below `reference_face_distance` (no reference: none), in the
-    order given (detection order): FaceFusion's `find_match_faces` matches the unsorted target faces;
-    only the reference frame's faces are sorted.
+    order given (detection order): FaceFusion's `find_match_faces` matches the unsorted, unfiltered
+    target faces; only the reference frame's faces are sorted and filtered. `source_faces` resolve
+    the 'auto' gender/race filters.
     """
     mode = options.face_selector_mode
     if mode not in SELECTOR_MODES:
@@ -98,7 +144,7 @@ def select_faces(faces: Sequence[Face], options: FaceOptions, reference: Face | 
         if reference is None:
             return []
         return [face for face in faces if distance(face, reference) < options.reference_face_distance]
-    ordered = sort_and_filter_faces(faces, options)
+    ordered = sort_and_filter_faces(faces, options, source_faces)
     return ordered if mode == "many" else ordered[:1]
 
 

@@ -215,7 +215,10 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
         faces: list[list[Face]] = []
         for idx in model_batches(len(upright), size):
             faces += analyser.analyse([upright[j] for j in idx])
-        selected = [select_faces(f, options, reference=video.reference, distance=dist) for f in faces]
+        source = table.sources.get(video.source_key)
+        source_faces = source.faces if source is not None else None
+        selected = [select_faces(f, options, reference=video.reference, distance=dist, source_faces=source_faces)
+                    for f in faces]
         packed = pack_faces(selected)
         cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
         cols["faces"] = np.int64(len(packed["face_frame"]))

@@ -201,8 +201,8 @@ def test_builtin_pack_refuses_filters_naming_the_flag():
 # --- the analyser and the command --------------------------------------------------------------------
 
 def _analyser_options(tmp_path, **kw) -> FaceOptions:
-    return FaceOptions(pack="facefusion", face_detector_model=f"yunet={asset('models/yunet_s_640_640.onnx')}",
-                       face_landmarker_score=0, face_selector_mode="one", **kw)
+    return FaceOptions(**{"pack": "facefusion", "face_detector_model": f"yunet={asset('models/yunet_s_640_640.onnx')}",
+                          "face_landmarker_score": 0, "face_selector_mode": "one", **kw})
 
 
 def test_analyser_classifies_only_when_a_filter_is_set(tmp_path):
@@ -254,3 +254,24 @@ def test_swap_image_gender_filter_keeps_or_drops_the_face(tmp_path):
         assert "fairface" in summary["model_hashes"]
         changed = np.any(read_image(target) != read_image(output))
         assert changed == bool(swapped)
+
+
+def test_detector_stage_resolves_auto_from_the_job_source_faces(tmp_path):
+    from ffray.faces.image import read_image
+    from ffray.faces.onnx_pack import OnnxFaceAnalyser
+    from ffray.models.store import ModelStore
+    from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, detect_rows
+
+    opts = _analyser_options(tmp_path, face_selector_mode="many", face_selector_gender="auto",
+                             face_classifier_model=build("fairface", tmp_path))
+    analyser = OnnxFaceAnalyser(opts, store=ModelStore(cache_dir=tmp_path / "cache"))
+    image = read_image(asset("media/meds-aa-S029-01.jpg"))
+    gender = analyser.analyse([image])[0][0].extra["gender"]
+    other = "female" if gender == "male" else "male"
+    batch = {"chunk_id": np.array(["c"]), "video_key": np.array(["v"]), "frames": [np.stack([image, image])], "error": np.array([""])}
+    for source_gender, kept in ((gender, 1), (other, 0)):
+        table = JobTable(job_id="j", face_options=opts.to_dict(), videos={"v": VideoJob("v", "v.mp4", 0, "s")},
+                         sources={"s": SourceSet(("s.jpg",), (face(0, 50, source_gender),))})
+        out = detect_rows(dict(batch), analyser, table)
+        assert str(out["error"][0]) == ""
+        assert int(out["faces"][0]) == 2 * kept

@@ -236,7 +236,8 @@ class _Analysis:
             faces.append(found)
         return tuple(faces)
 
-    def reference_face(self, target: str, info, chunk_frames: int) -> Face | None:
+    def reference_face(self, target: str, info, chunk_frames: int,
+                       source_faces: Sequence[Face] = ()) -> Face | None:
         """Reference mode: the face to follow, from --reference-face-image or the target's reference frame."""
         from ffray.faces.select import choose_reference_face
 
@@ -260,7 +261,7 @@ class _Analysis:
             if image is None:
                 raise MediaError(target, f"cannot decode reference frame {number}")
         faces = self.analyser.analyse([image], embed=True)[0]
-        return choose_reference_face(faces, opts)
+        return choose_reference_face(faces, opts, source_faces)  # source faces: 'auto' gender/race filters
 
     def model_hashes(self) -> dict[str, str]:
         hashes = dict(getattr(self.analyser, "model_hashes", {}) or {})
@@ -411,7 +412,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
                 continue
             reference = None
             if options.face_selector_mode == "reference":
-                reference = analysis.reference_face(req.target, info, config.chunk_frames)
+                reference = analysis.reference_face(req.target, info, config.chunk_frames,
+                                                    source_sets[video_sources[res.video_id]].faces)
                 if reference is None:
                     log.warning("%s: no face in the reference frame: reference mode will swap nothing",
                                 req.target)

@@ -21,9 +21,9 @@ and a source whose frames do not sit on one frame clock is refused (avi_clock) w
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 
 from ffray.errors import InputError, MediaError
 from ffray.media.convert import bgr_to_frame
-from ffray.media.io import open_output_atomic, split_uri
+from ffray.media.io import open_output_atomic, sha256_and_size, split_uri
 from ffray.media.probe import VideoInfo
 
 VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
@@ -223,7 +223,7 @@ class SegmentWriter:
         try:
             self._open()
         except BaseException:
-            self._atomic.__exit__(*_exc_info())
+            self._atomic.__exit__(*sys.exc_info())
             raise
         return self
 
@@ -288,25 +288,11 @@ class SegmentWriter:
             self._container.close()
             if exc_type is None:
                 self.result = SegmentInfo(self.dest, self.frames, self.first_pts, self.last_pts,
-                                          file_sha256(self._tmp), self.width, self.height)
+                                          sha256_and_size(self._tmp)[0], self.width, self.height)
         except BaseException:
-            self._atomic.__exit__(*_exc_info())
+            self._atomic.__exit__(*sys.exc_info())
             raise
         self._atomic.__exit__(exc_type, exc, tb)
-
-
-def _exc_info():
-    import sys
-
-    return sys.exc_info()
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def encode_segment(frames, dest_uri: str | os.PathLike, info: VideoInfo,

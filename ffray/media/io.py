@@ -9,6 +9,7 @@ single put (object stores), so a reader never sees a half-written file at the de
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import uuid
@@ -27,6 +28,18 @@ _LOCAL_PROTOCOLS = {"file", "local"}
 def split_uri(uri: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path inside it) for a local path or an fsspec URL."""
     return url_to_fs(os.fspath(uri))
+
+
+def sha256_and_size(uri: str | os.PathLike) -> tuple[str, int]:
+    """(sha256, bytes) of a file at a path or fsspec URL; FileNotFoundError when it is not there."""
+    fs, path = split_uri(uri)
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def is_local(uri: str | os.PathLike) -> bool:

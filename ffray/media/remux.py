@@ -29,11 +29,10 @@ from ffray.media.encode import (
     AviClock,
     avi_clock,
     encoded_size,
-    file_sha256,
     output_container,
     segment_muxer_options,
 )
-from ffray.media.io import open_input, open_output_atomic
+from ffray.media.io import open_input, open_output_atomic, sha256_and_size
 from ffray.media.probe import VideoInfo, probe
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
         result = _verify(tmp, output_uri, info, muxer, clock)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
                             video_codec=result.codec, segments=len(segment_uris), audio=tuple(report),
-                            sha256=file_sha256(tmp), size=os.path.getsize(tmp),
+                            sha256=sha256_and_size(tmp)[0], size=os.path.getsize(tmp),
                             width=result.coded_width, height=result.coded_height, resized_from=resized_from)
     return result
 

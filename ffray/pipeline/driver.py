@@ -35,12 +35,13 @@ import ffray
 from ffray.errors import FfrayError, InputError, MediaError, ModelError, ProcessingError
 from ffray.faces.options import FaceOptions
 from ffray.faces.types import Face
+from ffray.media.io import sha256_and_size
 from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
 from ffray.pipeline.ledger import SEGMENTS, ChunkRecord, VideoLedger
 from ffray.pipeline.progress import Progress
 from ffray.pipeline.report import stage_figures, versions
 from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, to_display
-from ffray.pipeline.storage import join, sha256_and_size, storage_env, work_root, write_json_atomic
+from ffray.pipeline.storage import join, storage_env, work_root, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,6 @@ def _kind(exc: BaseException) -> str:
     if isinstance(exc, InputError):
         return "input"
     return "processing"
-
-
-def _sha256_uri(uri: str) -> str:
-    return sha256_and_size(uri)[0]
 
 
 def _video_id(index: int, target: str) -> str:
@@ -375,7 +372,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
                 avi_clock(info, req.output)  # VFR or rotated sources cannot go into AVI's frame slots
             key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
             if key not in source_sets:
-                hashes = [_sha256_uri(p) for p in req.sources]
+                hashes = [sha256_and_size(p)[0] for p in req.sources]
                 faces = analysis.source_faces(req.sources)
                 source_sets[key] = SourceSet(tuple(req.sources), faces)
                 source_hashes[key] = hashes

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from ffray.pipeline.storage import join, sha256_and_size, write_atomic
+from ffray.media.io import sha256_and_size
+from ffray.pipeline.storage import join, write_atomic
 
 RECORDS = "done"
 SEGMENTS = "segments"

@@ -14,7 +14,6 @@ keys in the environment on shared clusters).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -56,20 +55,6 @@ def write_atomic(uri: str, data: bytes) -> None:
 
 def write_json_atomic(uri: str | os.PathLike, data: Any) -> None:
     write_atomic(os.fspath(uri), (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def sha256_and_size(uri: str) -> tuple[str, int]:
-    """(sha256, bytes) of a file at a path or URL; FileNotFoundError when it is not there."""
-    from ffray.media.io import split_uri
-
-    fs, path = split_uri(uri)
-    digest = hashlib.sha256()
-    size = 0
-    with fs.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def storage_env(uris: Iterable[str]) -> dict[str, str]:

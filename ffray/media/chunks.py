@@ -33,6 +33,8 @@ class Chunk:
     exact_seek: bool = True
     frame_pts: tuple[int, ...] = ()  # pts of frames start..end-1, so decoding checks every frame
     total_frames: int = 0  # frames in the whole video (a backend's own index must agree)
+    lead_pts: tuple[int, ...] = ()  # pts of frames seek_frame..start-1 (the lead-in decoded and dropped)
+    seek_dts: int | None = None  # decode timestamp of the seek keyframe, where the container has one
 
     @property
     def frames(self) -> int:
@@ -53,6 +55,7 @@ def plan_chunks(info: VideoInfo, chunk_frames: int) -> list[Chunk]:
         raise InputError(f"--chunk-frames: must be a positive integer, got {chunk_frames!r}")
     frames = info.frames
     keyframes = sorted(set(info.keyframes))
+    key_dts = dict(zip(info.keyframes, info.keyframe_dts, strict=False))
     bounds = [0]
     if info.exact_seek:
         start = 0
@@ -75,6 +78,7 @@ def plan_chunks(info: VideoInfo, chunk_frames: int) -> list[Chunk]:
         # the last keyframe at or before start; 0 (stream start) when none is
         k = bisect.bisect_right(keyframes, start) - 1
         seek_frame = keyframes[k] if k >= 0 else 0
+        seek_dts = key_dts.get(seek_frame)
         chunks.append(Chunk(
             id=chunk_id(info.content_hash, start, end),
             index=index,
@@ -89,5 +93,7 @@ def plan_chunks(info: VideoInfo, chunk_frames: int) -> list[Chunk]:
             exact_seek=info.exact_seek,
             frame_pts=tuple(info.frame_pts[start:end]),
             total_frames=frames,
+            lead_pts=tuple(info.frame_pts[seek_frame:start]),
+            seek_dts=seek_dts,
         ))
     return chunks

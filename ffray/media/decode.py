@@ -1,7 +1,9 @@
 """decode_chunk: a chunk's frames, bit-exact with a sequential decode, as BGR uint8 in coded orientation.
 
-PyAV path: seek to the chunk's keyframe, decode, drop the lead-in (frames before `start`), stop at
-`end`. Every yielded frame's pts is checked against the planned pts, so a seek that lands late is
+PyAV path: seek to the chunk's keyframe, start decoding at that keyframe's own packet (demuxers
+without an index land anywhere near it), drop the lead-in (frames before `start`), stop at `end`.
+Zero-byte packets are skipped, as FFmpeg's own decode loop does (Theora writes one per dropped
+frame). Every yielded frame's pts is checked against the planned pts, so a seek that lands late is
 retried from the stream start and a frame the decoder loses (corrupt data) is an error, never a
 silent shift. Colour conversion is FFmpeg's (swscale) `bgr24`, the same call for every path, so a
 frame's bytes do not depend on how it was reached.
@@ -26,7 +28,7 @@ from ffray.errors import MediaError
 from ffray.media.chunks import Chunk
 from ffray.media.convert import frame_to_bgr
 from ffray.media.io import open_input
-from ffray.media.probe import pick_video_stream
+from ffray.media.probe import ogg_first_pts, pick_video_stream
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,64 @@ def _open_video(container, chunk: Chunk):
     return stream
 
 
-def _packets_decoded(container, stream, uri: str, where: str) -> Iterator[av.VideoFrame]:
+def _video_packets(container, stream) -> Iterator[av.Packet]:
+    for packet in container.demux(stream):
+        # zero-byte packets are no frames: Theora's "previous frame again" (what libtheora's rate
+        # control emits for dropped frames) and the demuxer's end marker. The decoder refuses them
+        # (EINVAL), FFmpeg's own decode loop skips them, and probe does not count them.
+        if packet.size:
+            yield packet
+
+
+def _ogg_first_pts_fixed(packets: Iterator[av.Packet], order: tuple[int, ...]) -> Iterator[av.Packet]:
+    """FFmpeg's Ogg demuxer times the first packet it reads (at the stream start or after a seek) as
+    its page's end time minus one tick per packet on the page (see probe.ogg_first_pts): at 1/12800
+    a keyframe at 4096 comes out as 4607. The next packet's time is exact, and Ogg video (Theora,
+    VP8) is never reordered, so the first packet is the planned frame before it. `order`: planned pts
+    from the chunk's keyframe on. When the next packet is not in the plan, nothing is changed and
+    the pts checks in _decode_pyav_once decide (a wrong guess is a late seek, never a wrong frame)."""
+    first = next(packets, None)
+    if first is None:
+        return
+    second = next(packets, None)
+    if second is not None and second.pts is not None:
+        position = {pts: i for i, pts in enumerate(order)}.get(second.pts)
+        if position:
+            first.pts = first.dts = order[position - 1]
+    yield first
+    if second is not None:
+        yield second
+    yield from packets
+
+
+def _ogg_start_fixed(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """The stream's first packet timed as probe times it (probe.ogg_first_pts)."""
+    head = [p for _, p in zip(range(3), packets, strict=False)]
+    if len(head) == 3 and all(p.pts is not None for p in head):
+        head[0].pts = head[0].dts = ogg_first_pts(*(p.pts for p in head))
+    yield from head
+    yield from packets
+
+
+def _from_planned_keyframe(packets: Iterator[av.Packet], seek_pts: int) -> Iterator[av.Packet]:
+    """Decoding starts at the chunk's own keyframe packet. Demuxers without an index (MPEG-TS) seek
+    by timestamp to whatever packet is near, often inside a GOP, and a decoder started there drops or
+    invents frames; one that lands after the keyframe (first a later keyframe) is a late seek."""
+    for packet in packets:
+        if packet.pts == seek_pts:
+            yield packet
+            yield from packets
+            return
+        if packet.is_keyframe and packet.pts is not None and packet.pts > seek_pts:
+            raise _LateSeek
+    raise _LateSeek
+
+
+def _decoded(packets: Iterator[av.Packet], stream, uri: str, where: str) -> Iterator[av.VideoFrame]:
     try:
-        for packet in container.demux(stream):
+        for packet in packets:
             yield from stream.decode(packet)
+        yield from stream.decode(None)  # drain: the zero-byte end marker was filtered out
     except av.error.FFmpegError as exc:
         raise MediaError(uri, f"corrupt video data {where} ({exc.strerror or exc})") from exc
 
@@ -91,12 +147,21 @@ def _decode_pyav_once(uri: str, chunk: Chunk, seek: bool) -> Iterator[Frame]:
         stream = _open_video(container, chunk)
         time_base = stream.time_base
         if seek:
+            # MPEG-TS seeks by decode time (no index): aim at the keyframe's dts, which is never after
+            # its pts, so the seek lands on or before it (an early landing costs only demuxing)
+            target = chunk.seek_pts if chunk.seek_dts is None else min(chunk.seek_pts, chunk.seek_dts)
             try:
-                container.seek(chunk.seek_pts, stream=stream, backward=True, any_frame=False)
+                container.seek(target, stream=stream, backward=True, any_frame=False)
             except av.error.FFmpegError as exc:
                 raise MediaError(uri, f"cannot seek to frame {chunk.seek_frame} ({exc})") from exc
         where = f"in chunk {chunk.index} (frames {chunk.start}-{chunk.end - 1})"
-        for frame in _packets_decoded(container, stream, uri, where):
+        packets = _video_packets(container, stream)
+        if container.format.name == "ogg":
+            after = () if chunk.end_pts is None else (chunk.end_pts,)  # a one-frame chunk needs its successor
+            packets = _ogg_first_pts_fixed(packets, chunk.lead_pts + chunk.frame_pts + after)
+        if seek:
+            packets = _from_planned_keyframe(packets, chunk.seek_pts)
+        for frame in _decoded(packets, stream, uri, where):
             pts = frame.pts
             if pts is None:
                 raise MediaError(uri, f"decoded frame without a timestamp {where}")
@@ -123,7 +188,7 @@ def _decode_pyav_by_count(uri: str, chunk: Chunk) -> Iterator[Frame]:
     index = 0
     with open_input(uri) as container:
         stream = _open_video(container, chunk)
-        for frame in _packets_decoded(container, stream, uri, f"after frame {index}"):
+        for frame in _decoded(_video_packets(container, stream), stream, uri, "decoding from the stream start"):
             if index >= chunk.start:
                 if index >= chunk.end:
                     break
@@ -140,5 +205,11 @@ def decode_all(uri: str | os.PathLike) -> Iterator[tuple[int | None, np.ndarray]
     with open_input(uri) as container:
         stream = pick_video_stream(container, uri)
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
+        packets = _video_packets(container, stream)  # FFmpeg's decode loop: empty packets skipped
+        if container.format.name == "ogg":
+            packets = _ogg_start_fixed(packets)
+        for packet in packets:
+            for frame in stream.decode(packet):
+                yield frame.pts, frame_to_bgr(frame)
+        for frame in stream.decode(None):
             yield frame.pts, frame_to_bgr(frame)

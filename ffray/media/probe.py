@@ -1,9 +1,11 @@
 """probe(uri) -> VideoInfo: everything the planner, decoders, encoder and remuxer need, read once.
 
 The frame list comes from demuxing every video packet (no decoding): the frame count is the number
-of non-discarded packets, never the container's claim, and `frame_pts` is their presentation
-timestamps sorted, which is the order a decoder outputs frames in. Only the first frame is decoded,
-to read the display matrix (rotation) that FFmpeg attaches to decoded frames.
+of non-discarded, non-empty packets (a zero-byte Theora packet repeats the previous frame: it
+stretches that frame, it is not one), never the container's claim, and `frame_pts` is their
+presentation timestamps sorted, which is the order a decoder outputs frames in. Only the first frame
+is decoded, to read the display matrix (rotation) that FFmpeg attaches to decoded frames. (Ogg: the
+first packet's time is corrected, see ogg_first_pts; AVI with B-frame H.264 is refused.)
 
 content_hash = sha256 over the file size, its first and last MiB, and the video packet list
 (pts, dts, size, key flag) in file order. It needs two ranged reads plus the demux that probe does
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import struct
 from dataclasses import dataclass, field
@@ -81,6 +84,7 @@ class VideoInfo:
     display_matrix: tuple[int, ...] | None = None  # the 9 int32 of the source's display matrix
     sample_aspect_ratio: Fraction | None = None
     exact_seek: bool = True  # False: timestamps unusable for seeking; plan_chunks makes one chunk
+    keyframe_dts: tuple[int | None, ...] = ()  # decode timestamp of each keyframe (same order as keyframes)
 
     @property
     def end_pts(self) -> int:
@@ -134,11 +138,45 @@ def _rotation_from_matrix(matrix: tuple[int, ...]) -> int:
     return int(round(-ccw / 90.0)) * 90 % 360
 
 
+def ogg_first_pts(pts0: int, pts1: int, pts2: int) -> int:
+    """The real time of an Ogg stream's first packet. FFmpeg's Ogg demuxer times it (and the first one
+    after a seek) as its page's end time minus one tick per packet on the page, which is right only
+    when a frame lasts one tick (time base 1/fps, as Theora and VP8 define it). FFmpeg writing a
+    finer clock (PyAV's 1/12800) reads back as 511, 512, 1024, ...: the first frame one tick before
+    the second. Frames further apart than a tick: the first sits one step before the second."""
+    step = pts2 - pts1
+    if step > 1 and pts1 - step >= 0:
+        return pts1 - step
+    return pts0
+
+
+def _avi_times_scrambled(uri: str, index: int, packets: int = 64) -> bool:
+    """Whether the first frames of an AVI's video decode out of time order. A decoder that may
+    reorder (has_b_frames, which H.264 also sets when the SPS just does not say) is not enough:
+    only actual B-frames scramble the times."""
+    with open_input(uri) as container:
+        stream = container.streams[index]
+        stream.codec_context.thread_count = 1
+        times = []
+        try:
+            for packet in itertools.islice(container.demux(stream), packets):
+                if packet.size:
+                    times.extend(frame.pts for frame in stream.decode(packet))
+        except av.error.FFmpegError:
+            return False  # decode_chunk reports bad data where it is
+    return any(a is None or b is None or b <= a for a, b in pairwise(times))
+
+
 def pick_video_stream(container, uri) -> av.video.stream.VideoStream:
     for stream in container.streams.video:
         if stream.disposition & av.stream.Disposition.attached_pic:
             continue  # cover art, not the video
         return stream
+    kinds = sorted({s.type for s in container.streams})
+    if "data" in kinds:
+        # e.g. VP9 or AV1 muxed into MPEG-TS: FFmpeg writes it, but reads it back as an opaque stream
+        raise MediaError(uri, f"no video stream (FFmpeg reads only {' and '.join(kinds)} streams here; a video "
+                              "codec this container has no identifier for reads back as data)")
     raise MediaError(uri, "no video stream")
 
 
@@ -165,9 +203,12 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
         durations: list[int] = []
         first_frame = None
         seen = 0
+        empty_pts: list[int] = []  # zero-byte packets (Theora's "previous frame again" for dropped frames)
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
+                    if packet.pts is not None:
+                        empty_pts.append(packet.pts)
                     continue
                 seen += 1
                 if packet.is_discard:
@@ -189,6 +230,12 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
                                   f"({exc.strerror or exc})") from exc
         if not packets or first_frame is None:
             raise MediaError(uri, "video stream has no decodable frames")
+        if (container.format.name == "avi" and codec_name in ("h264", "hevc") and ctx.has_b_frames
+                and _avi_times_scrambled(uri, stream.index)):
+            # AVI stores decode order only; FFmpeg hands a reordering H.264/HEVC decoder the slot times
+            # of the packets, so frames come out with scrambled times and there is no right answer
+            raise MediaError(uri, f"{codec_name} with B-frames in AVI has no presentation timestamps "
+                                  "(frames decode with scrambled times); re-encode it to .mp4 or .mkv")
         # an mp4/mov sample table is exact: fewer packets than it lists means the data was cut off
         listed = stream.frames
         if "mp4" in container.format.name and listed and seen < listed:
@@ -196,9 +243,13 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
                                   f"{len(packets)} are present")
 
         time_base = stream.time_base
-        exact_seek = all(p[0] is not None for p in packets)
+        timed = packets  # the packet list with the Ogg first-packet time corrected (the hash keeps the raw one)
+        if container.format.name == "ogg" and len(packets) >= 3 and all(p[0] is not None for p in packets[:3]):
+            first = ogg_first_pts(packets[0][0], packets[1][0], packets[2][0])
+            timed = [(first, first, *packets[0][2:]), *packets[1:]]
+        exact_seek = all(p[0] is not None for p in timed)
         if exact_seek:
-            frame_pts = sorted(p[0] for p in packets)
+            frame_pts = sorted(p[0] for p in timed)
             exact_seek = all(b > a for a, b in pairwise(frame_pts))
         if not exact_seek:
             # no usable timestamps (raw streams, broken muxers): a synthetic CFR clock, one chunk only
@@ -206,15 +257,24 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
             frame_pts = [round(i / (rate * time_base)) for i in range(len(packets))]
         pts_index = {pts: i for i, pts in enumerate(frame_pts)}
         if exact_seek:
-            keyframes = sorted(pts_index[p[0]] for p in packets if p[3])
+            key_dts = {pts_index[p[0]]: p[1] for p in timed if p[3]}
+            keyframes = sorted(key_dts)
+            keyframe_dts = [key_dts[k] for k in keyframes]
         else:
             keyframes = [i for i, p in enumerate(packets) if p[3]]
+            keyframe_dts = [None] * len(keyframes)
 
         deltas = [b - a for a, b in pairwise(frame_pts)]
-        last_duration = durations[-1] if exact_seek and durations[-1] > 0 else (
-            sorted(deltas)[len(deltas) // 2] if deltas else 0)
+        # Ogg packets carry no duration: FFmpeg gives each Theora packet one tick whatever the clock
+        trusted = exact_seek and durations[-1] > 0 and container.format.name != "ogg"
+        last_duration = durations[-1] if trusted else (sorted(deltas)[len(deltas) // 2] if deltas else 0)
         if last_duration <= 0 and stream.average_rate:
             last_duration = max(1, round(1 / (stream.average_rate * time_base)))
+        if exact_seek and empty_pts and max(empty_pts) > frame_pts[-1]:
+            # dropped frames after the last coded one still show it: the video lasts until they end
+            slots = sorted(set(frame_pts) | set(empty_pts))
+            steps = sorted(b - a for a, b in pairwise(slots))
+            last_duration = max(empty_pts) + steps[len(steps) // 2] - frame_pts[-1]
         span = frame_pts[-1] + last_duration - frame_pts[0]
         duration = float(span * time_base)
         # a CFR clock in a coarse time base (1 ms) jitters by one tick; in a frame-rate time base it cannot
@@ -270,7 +330,7 @@ def probe(uri: str | os.PathLike) -> VideoInfo:
         time_base=time_base, fps=fps, vfr=vfr, frames=len(frame_pts), duration=duration,
         keyframes=tuple(keyframes), frame_pts=tuple(frame_pts), audio=audio, color=color,
         content_hash=content_hash, video_stream_index=stream_index, size=size, display_matrix=matrix,
-        sample_aspect_ratio=sar, exact_seek=exact_seek,
+        sample_aspect_ratio=sar, exact_seek=exact_seek, keyframe_dts=tuple(keyframe_dts),
     )
 
 

@@ -8,7 +8,8 @@ is re-encoded (AAC for mp4/mov, Opus for webm, MP3 for avi), logged, and reporte
 matrix (rotation) and container metadata are carried over. Output is written under a temporary name,
 probed (frame count, timestamps, duration, encoded size) and only then renamed into place. A source
 with an odd width or height comes out at the even size the segments were encoded at (see encode.py);
-that is logged once per output and reported as OutputInfo.resized_from. Given the same inputs
+that is logged once per output and reported as OutputInfo.resized_from; so is a 10- or 12-bit source
+written as 8-bit (OutputInfo.bit_depth_from, see convert.py). Given the same inputs
 the bytes are the same (bitexact muxing, no wall-clock metadata), so a crashed job can redo it.
 """
 
@@ -25,6 +26,7 @@ import av
 import numpy as np
 
 from ffray.errors import InputError, MediaError, ProcessingError
+from ffray.media.convert import bit_depth_note
 from ffray.media.encode import (
     AviClock,
     avi_clock,
@@ -63,6 +65,7 @@ class OutputInfo:
     width: int = 0  # encoded (coded-orientation) size of the output
     height: int = 0
     resized_from: tuple[int, int] | None = None  # the source's coded size when it was odd
+    bit_depth_from: int | None = None  # the source's bit depth when it was reduced to 8 (convert.py)
 
     @property
     def audio_reencoded(self) -> bool:
@@ -85,13 +88,17 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
         resized_from = (info.coded_width, info.coded_height)
         log.warning("%s: odd frame size %dx%d; %s is encoded at %dx%d (resized bilinearly, as FaceFusion does)",
                     source_uri, info.coded_width, info.coded_height, output_uri, width, height)
+    note = bit_depth_note(info)
+    if note:
+        log.warning("%s: %s", source_uri, note)
     with open_output_atomic(output_uri, suffix=suffix) as tmp:
         report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri)
         result = _verify(tmp, output_uri, info, muxer, clock)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
                             video_codec=result.codec, segments=len(segment_uris), audio=tuple(report),
                             sha256=sha256_and_size(tmp)[0], size=os.path.getsize(tmp),
-                            width=result.coded_width, height=result.coded_height, resized_from=resized_from)
+                            width=result.coded_width, height=result.coded_height, resized_from=resized_from,
+                            bit_depth_from=info.bit_depth if note else None)
     return result
 
 

@@ -13,6 +13,7 @@ import sys
 
 from ffray import __version__
 from ffray.errors import EXIT_CODES, EXIT_INTERRUPTED, FfrayError
+from ffray.redact import RedactingFilter, redact
 
 # module name under ffray.cli, in help order
 COMMAND_MODULES = ("probe", "models", "swap_image", "swap")
@@ -42,13 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error(message: str) -> None:
-    print(f"ffray: error: {message}", file=sys.stderr)
+    print(f"ffray: error: {redact(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # on handlers: they see the records of every logger
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     try:
         return int(args.func(args) or 0)
     except FfrayError as exc:

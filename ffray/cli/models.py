@@ -7,6 +7,7 @@ import json
 import sys
 
 from ffray.errors import ModelError
+from ffray.redact import redact
 
 DESCRIPTION = """\
 Models are FaceFusion's ONNX files, kept in a cache folder (default ~/.cache/ffray/models, or
@@ -134,7 +135,7 @@ def _each(refs: list[str], action, done: str, what: str, args: argparse.Namespac
             failures.append(str(exc))
             rows.append({"name": ref, "status": "failed", "error": str(exc)})
             if not args.json and len(refs) > 1:
-                print(f"{ref}: FAILED: {exc}", file=sys.stderr)
+                print(redact(f"{ref}: FAILED: {exc}"), file=sys.stderr)
             continue
         rows.append({"name": ref, "status": "verified", "path": str(resolved.path), "sha256": resolved.sha256})
         if not args.json:

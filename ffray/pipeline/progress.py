@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ffray.redact import redact
+
 
 def _eta(seconds: float | None) -> str:
     if seconds is None:
@@ -26,8 +28,8 @@ class VideoProgress:
     name: str
     total: int
     done: int = 0
-    resumed: int = 0  # frames already done by an earlier run
-    state: str = "running"  # running | remuxing | done | failed
+    resumed: int = 0  # frames already done by an earlier run or a concurrent job
+    state: str = "running"  # running | waiting (for a concurrent job's chunks) | remuxing | done | failed
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Progress:
     def advance(self, video_id: str, frames: int) -> None:
         self.videos[video_id].done += frames
         self.tick()
+
+    def reuse(self, video_id: str, frames: int) -> None:
+        """Frames a concurrent job finished: done, but not this run's throughput."""
+        self.videos[video_id].resumed += frames
+        self.advance(video_id, frames)
 
     def set_state(self, video_id: str, state: str, detail: str = "") -> None:
         v = self.videos[video_id]
@@ -79,8 +86,8 @@ class Progress:
         eta = (total - done) / fps if fps > 0 else None
         parts = []
         for v in self.videos.values():
-            if v.state == "running" and v.total:
-                parts.append(f"{v.name} {v.done}/{v.total}")
+            if v.state in ("running", "waiting") and v.total:
+                parts.append(f"{v.name} {v.done}/{v.total}" + (" waiting" if v.state == "waiting" else ""))
         pct = 100.0 * done / total if total else 100.0
         head = f"[{done}/{total} frames {pct:5.1f}% {fps:6.1f} fps ETA {_eta(eta)}]"
         return " ".join([head, *parts[:4]]) + (" ..." if len(parts) > 4 else "")
@@ -108,7 +115,7 @@ class Progress:
         if self.tty and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self._width = 0
-        self.stream.write(text + "\n")
+        self.stream.write(redact(text) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -5,23 +5,19 @@ through these helpers, so the same code runs on a shared filesystem and on an ob
 objects only: object stores cannot append or rename, so every file is written once, atomically
 (fsynced temporary file + rename on a filesystem, a single put on an object store).
 
-Object-store settings come from the environment, as fsspec/botocore read it (AWS_ENDPOINT_URL,
-AWS_DEFAULT_REGION, credentials, FSSPEC_S3_* ...). Ray workers do not share the driver's environment
-on a cluster, so when a job touches a non-local URL the driver forwards those variables to every stage
-through Ray's runtime_env (visible to whoever can read the cluster's job table: prefer node roles over
-keys in the environment on shared clusters).
+Object-store settings and credentials come from each process's own environment and config files, as
+fsspec/botocore read them (instance roles, IRSA/workload identity, AWS_PROFILE, AWS_ENDPOINT_URL,
+FSSPEC_S3_* ...). The driver forwards none of them to Ray workers: anything put in a runtime_env is
+written in plain text to Ray's logs and shown by its state API. A local Ray that ffray starts inherits
+the driver's environment; on a cluster, set them where `ray start` runs (README, cluster/).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-# variables that tell fsspec, s3fs/botocore, gcsfs, adlfs and ffray's model store how to reach storage
-FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "FFRAY_", "GOOGLE_", "AZURE_")
 
 
 def is_url(uri: str) -> bool:
@@ -56,9 +52,3 @@ def write_atomic(uri: str, data: bytes) -> None:
 def write_json_atomic(uri: str | os.PathLike, data: Any) -> None:
     write_atomic(os.fspath(uri), (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
 
-
-def storage_env(uris: Iterable[str]) -> dict[str, str]:
-    """The storage variables of this process to give Ray workers; none when every URI is local."""
-    if not any(is_url(os.fspath(u)) for u in uris if u):
-        return {}
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -115,7 +116,7 @@ def ffray_cmd(*args: str) -> list[str]:
 def finished_chunk_records(work_dir: Path) -> list[dict]:
     """The chunk records (ffray.pipeline.ledger) of every video in a local work dir."""
     records = []
-    for path in sorted(Path(work_dir).glob("videos/*/done/*.json")):
+    for path in sorted(p for p in Path(work_dir).glob("videos/*/done/*.json") if not p.name.startswith(".")):
         try:
             records.append(json.loads(path.read_text()))
         except (ValueError, FileNotFoundError):
@@ -126,7 +127,8 @@ def finished_chunk_records(work_dir: Path) -> list[dict]:
 def wait_for_finished_chunks(work_dir: Path, count: int, timeout: float = 300, proc=None) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = len(list(Path(work_dir).glob("videos/*/done/*.json")))
+        # not the hidden temporaries of records still being written (pathlib's glob matches dotfiles)
+        found = sum(not p.name.startswith(".") for p in Path(work_dir).glob("videos/*/done/*.json"))
         if found >= count:
             return found
         if proc is not None and proc.poll() is not None:
@@ -173,6 +175,45 @@ def kill_process_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, secret: str = "testing"):
+    """An s3fs filesystem on moto's S3 server (127.0.0.1) with `bucket` made, and this process's
+    environment pointing botocore at it (AWS_ENDPOINT_URL, credentials) until the block ends."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "AKIAFFRAYTEST", "AWS_SECRET_ACCESS_KEY": secret,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        fs = s3fs.S3FileSystem()
+        fs.mkdir(bucket)
+        yield fs
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def stop_head(proc: subprocess.Popen) -> None:
+    """End a `ray start --head --block` started with start_new_session=True: SIGTERM makes it stop the
+    processes it started; SIGKILL the group if it does not within 15 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def run_env() -> dict[str, str]:

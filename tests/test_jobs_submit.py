@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import REPO, free_port, run_env, video_frames
+from pipeline_helpers import REPO, free_port, run_env, stop_head, video_frames
 
 # Ray Data warns about its own deprecated DataContext fields whenever a context is copied to workers
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
@@ -48,12 +47,7 @@ def head(tmp_path_factory):
         yield client
     finally:
         os.environ.pop("RAY_AUTH_MODE", None)
-        os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_head(proc)
         log.close()
 
 
@@ -104,6 +98,6 @@ def test_swap_video_and_swap_batch_jobs(head, tmp_path):
     status = _wait(head, job)
     logs = head.get_job_logs(job)
     assert status == JobStatus.FAILED  # exit code 1: one row failed ...
-    assert "FAILED row 2" in logs and "nope.mp4" in logs
+    assert "FAILED line 2: " in logs and "nope.mp4" in logs
     assert (tmp_path / "two.mp4").is_file()  # ... and the other one completed
     assert not (tmp_path / "x.mp4").exists()

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ffray.errors import EXIT_FAILED, EXIT_OK, InputError
+from ffray.errors import EXIT_FAILED, EXIT_OK, FfrayError, InputError
 from ffray.faces.options import FaceOptions, add_face_arguments, face_options_from_args
+from ffray.redact import redact
 
 SWAP_DESCRIPTION = """\
 Swap the identity of the source image(s) into every selected face of the target video, as a Ray Data
@@ -25,15 +27,19 @@ job: chunks of frames stream through separately scaled detector, swapper and (op
 pools and a segment writer; the output is remuxed with the source's audio as soon as its last chunk is
 done. Finished chunks are kept in --work-dir (a path, or an fsspec URL such as s3://bucket/prefix) per
 video and settings: rerunning the same command resumes an interrupted job, and a later job that contains
-a video already done with the same settings reuses it.
+a video already done with the same settings reuses it. The output is never one of the inputs; an
+existing output is refused unless it is what this same job wrote before (reported as already done) or
+--overwrite is given.
 """
 
 BATCH_DESCRIPTION = """\
 Run many videos as one job. MANIFEST is CSV (header: source,target,output[,face option columns]) or
 JSONL (one object per line: {"source": IMG or [IMG, ...], "target": VIDEO, "output": OUT,
 "options": {face options}}). Several source images in a CSV cell are separated by ';'. Relative paths are
-relative to the manifest. Rows that fail are listed at the end with their reason; the others complete.
-Exit code 0 only if every row succeeded.
+relative to the manifest. Every output must lie below --output-root (default: the manifest's folder) and
+be none of the row's inputs; an existing output is refused unless it is what this same job wrote before
+(already done) or --overwrite is given. A row that fails (bad line, refused output, bad input) is listed
+at the end with its reason; the others complete. Exit code 0 only if every row succeeded.
 """
 
 DEMO_DESCRIPTION = """\
@@ -50,12 +56,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("cluster and output")
     g.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT / ray://...; default: start a local Ray")
+    g.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up joining --address after this long, exit 2 (default: 60)")
     g.add_argument("--num-cpus", type=float, default=None, dest="local_cpus",
                    help="local Ray only: logical CPUs to advertise (default: enough for the pools)")
     g.add_argument("--num-gpus", type=float, default=None, dest="local_gpus",
                    help="local Ray only: GPUs to advertise (default: detected)")
     g.add_argument("--report", default=None, metavar="FILE",
-                   help="also write the run report JSON here (always in <work-dir>/<job>/report.json)")
+                   help="also write the run report JSON here (always in <work-dir>/jobs/<job>/runs/<run>/report.json, "
+                        "and the latest run's in <work-dir>/jobs/<job>/report.json)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output (for logs)")
     add_pipeline_arguments(parser)
     add_face_arguments(parser)
@@ -74,6 +83,9 @@ def register(subparsers) -> None:
     batch = subparsers.add_parser("batch", help="swap faces in the videos of a CSV/JSONL manifest",
                                   description=BATCH_DESCRIPTION, formatter_class=fmt)
     batch.add_argument("manifest", metavar="MANIFEST")
+    batch.add_argument("--output-root", metavar="DIR|URL", default=None,
+                       help="every row's output must resolve below this folder (or URL prefix); a row whose "
+                       "output is elsewhere fails alone. Default: the manifest's folder")
     _add_run_arguments(batch)
     batch.set_defaults(func=run_batch_command)
 
@@ -155,7 +167,8 @@ def _run(requests, options, config, args, label_failures: bool):
 
     progress = Progress(quiet=args.quiet)
     return run_swap(requests, options, config, address=args.address, progress=progress, quiet=args.quiet,
-                    report_path=args.report, local_cpus=args.local_cpus, local_gpus=args.local_gpus)
+                    report_path=args.report, local_cpus=args.local_cpus, local_gpus=args.local_gpus,
+                    connect_timeout=args.connect_timeout)
 
 
 def run_swap_command(args: argparse.Namespace) -> int:
@@ -163,25 +176,59 @@ def run_swap_command(args: argparse.Namespace) -> int:
 
     options, config = resolve_options(args)
     request = VideoRequest(target=args.target, output=args.output, sources=tuple(args.sources))
+    _check_destination(request, options)
     result = _run([request], options, config, args, label_failures=False)
     video = result.videos[0]
     if video.status != "done":
         raise video.exception()
     if not args.quiet:
-        print(f"ffray: wrote {video.output} ({video.frames} frames, {video.faces} faces; "
-              f"report {result.report_path})", file=sys.stderr)
+        if video.output_info.get("already_done"):
+            print(f"ffray: {video.output}: already done (identical to what this job wrote before; "
+                  f"report {result.report_path})", file=sys.stderr)
+        else:
+            print(f"ffray: wrote {video.output} ({video.frames} frames, {video.faces} faces; "
+                  f"report {result.report_path})", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_destination(request, options: FaceOptions, *more: tuple[str, str]) -> None:
+    """Before any work: the output is none of the inputs and not a folder (ffray.pipeline.outputs)."""
+    from ffray.pipeline.outputs import check_destination, request_inputs
+
+    check_destination(request.output,
+                      [*request_inputs(request.target, request.sources, options.reference_face_image), *more])
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    where: str  # "line N" (JSONL) or "row N (line M)" (CSV: Nth data row, starting on file line M)
+    request: Any = None  # VideoRequest, or None when the row itself is bad
+    options: dict[str, Any] | None = None  # per-row face options
+    error: str | None = None
 
 
 def read_manifest(path: str) -> list[tuple[Any, dict[str, Any] | None, str | None]]:
     """[(VideoRequest or None, per-row face options, error)] in manifest order."""
+    return [(row.request, row.options, row.error) for row in manifest_rows(path)]
+
+
+def manifest_rows(path: str) -> list[ManifestRow]:
+    """The rows of a CSV/TSV or JSONL manifest, in order. A bad row is returned with its error (it fails
+    alone); only a manifest that cannot be read as a whole raises InputError."""
     from ffray.pipeline.driver import VideoRequest
 
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                         f"(line {line})") from None
+    text = text.removeprefix("\ufeff")  # a BOM would otherwise become part of the first column's name
     base = p.parent
 
     def local(value: str) -> str:
@@ -189,7 +236,7 @@ def read_manifest(path: str) -> list[tuple[Any, dict[str, Any] | None, str | Non
             return value
         return str(base / value)
 
-    raw: list[dict[str, Any]] = []
+    raw: list[tuple[str, dict[str, Any] | None, str | None]] = []  # (where, item, error)
     if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -197,56 +244,105 @@ def read_manifest(path: str) -> list[tuple[Any, dict[str, Any] | None, str | Non
             try:
                 item = json.loads(line)
             except ValueError as exc:
-                raise InputError(f"{path}: line {n}: not JSON ({exc})") from exc
+                raw.append((f"line {n}", None, f"not JSON ({exc})"))
+                continue
             if not isinstance(item, dict):
-                raise InputError(f"{path}: line {n}: expected an object")
-            item["_where"] = f"{path}: line {n}"
-            raw.append(item)
+                raw.append((f"line {n}", None, f"expected a JSON object, got {type(item).__name__}"))
+                continue
+            raw.append((f"line {n}", item, None))
     elif p.suffix.lower() in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-        missing = {"source", "target", "output"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(f"{path}: manifest header lacks column(s) {', '.join(sorted(missing))}")
-        for n, item in enumerate(reader, 2):
-            item = {k: v for k, v in item.items() if k is not None}
-            item["source"] = [s for s in (item.get("source") or "").split(";") if s.strip()]
-            opts = {k: v for k, v in item.items() if k not in ("source", "target", "output") and v not in ("", None)}
-            item = {"source": item["source"], "target": item.get("target"), "output": item.get("output"),
-                    "options": opts, "_where": f"{path}: row {n}"}
-            raw.append(item)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+        try:
+            header = next(reader, [])
+            missing = {"source", "target", "output"} - set(header)
+            if missing:
+                raise InputError(f"{path}: manifest header lacks column(s) {', '.join(sorted(missing))}")
+            n = 0
+            while True:
+                first_line = reader.line_num + 1  # a quoted cell may span lines: label a row by its first
+                values = next(reader, None)
+                if values is None:
+                    break
+                if not values:  # blank line
+                    continue
+                n += 1
+                item = {h: values[j] if j < len(values) else None for j, h in enumerate(header)}
+                sources = [s for s in (item.get("source") or "").split(";") if s.strip()]
+                opts = {k: v for k, v in item.items() if k not in ("source", "target", "output") and v not in ("", None)}
+                raw.append((f"row {n} (line {first_line})", {"source": sources, "target": item.get("target"),
+                                                             "output": item.get("output"), "options": opts}, None))
+        except csv.Error as exc:
+            raise InputError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
     else:
         raise InputError(f"{path}: manifest must be .csv, .tsv or .jsonl")
     if not raw:
         raise InputError(f"{path}: manifest has no rows")
     rows = []
-    for item in raw:
-        where = item["_where"]
+    for where, item, error in raw:
+        if item is None:
+            rows.append(ManifestRow(where, error=error))
+            continue
         sources = item.get("source") or item.get("sources") or []
         if isinstance(sources, str):
             sources = [sources]
-        target, output = item.get("target"), item.get("output")
+        target, output, opts = item.get("target"), item.get("output"), item.get("options") or {}
         if not sources or not target or not output:
-            rows.append((None, None, f"{where}: needs source, target and output"))
+            rows.append(ManifestRow(where, error="needs source, target and output"))
             continue
-        opts = dict(item.get("options") or {})
-        rows.append((VideoRequest(target=local(target), output=local(output),
-                                  sources=tuple(local(s.strip()) for s in sources)), opts, None))
+        if not (isinstance(sources, list) and all(isinstance(x, str) for x in sources)
+                and isinstance(target, str) and isinstance(output, str) and isinstance(opts, dict)):
+            rows.append(ManifestRow(where, error="source must be a path or a list of paths, target and output "
+                                                 "paths, options an object"))
+            continue
+        request = VideoRequest(target=local(target), output=local(output),
+                               sources=tuple(local(x.strip()) for x in sources))
+        rows.append(ManifestRow(where, request, dict(opts)))
     return rows
+
+
+def check_batch_outputs(rows: list[ManifestRow], manifest: str, output_root: str) -> dict[int, str]:
+    """Row index -> why its output is refused, before any work: the row would write over an input of its
+    own (or the manifest), into a folder, outside --output-root, or where an earlier row writes."""
+    from ffray.pipeline.outputs import check_inside_root, output_id
+
+    refused: dict[int, str] = {}
+    claimed: dict[str, str] = {}  # output identity -> the row that writes it
+    for i, row in enumerate(rows):
+        if row.request is None:
+            continue
+        request = row.request
+        try:
+            check_inside_root(request.output, output_root)
+            _check_destination(request, FaceOptions(), ("the manifest", manifest))
+        except InputError as exc:
+            refused[i] = str(exc)
+            continue
+        ident = output_id(request.output)
+        if ident in claimed:
+            refused[i] = f"{request.output}: {claimed[ident]} writes this output too"
+            continue
+        claimed[ident] = row.where
+    return refused
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
     options, config = resolve_options(args)
-    rows = read_manifest(args.manifest)
+    manifest = manifest_rows(args.manifest)
+    rows = [(row.request, row.options, row.error) for row in manifest]
+    output_root = args.output_root or str(Path(args.manifest).absolute().parent)
+    refused = check_batch_outputs(manifest, args.manifest, output_root)
     # rows with the same face options share one job (one set of actor pools); others run one after another
     groups: dict[str, list[tuple[int, Any]]] = {}
     group_options: dict[str, FaceOptions] = {}
     failures: list[tuple[int, str, str]] = []
     for i, (request, extra, error) in enumerate(rows):
-        if error:
-            failures.append((i, "", error))
+        if error or i in refused:
+            failures.append((i, "", error or refused[i]))
             continue
         try:
-            opts = _row_options(options, extra or {}, f"{args.manifest}: row {i + 1}")
+            opts = _row_options(options, extra or {}, args.manifest)
+            if opts.reference_face_image:
+                _check_destination(request, opts)
         except InputError as exc:
             failures.append((i, request.target, str(exc)))
             continue
@@ -255,9 +351,26 @@ def run_batch_command(args: argparse.Namespace) -> int:
         group_options[key] = opts
     succeeded = 0
     reports = []
+    if groups:  # job-wide: an unwritable work dir stops the whole batch with one line, not every row
+        from ffray.pipeline.preflight import check_work_dir
+
+        check_work_dir(config.work_dir)
     for key, members in groups.items():
-        result = _run([r for _, r in members], group_options[key], config, args, label_failures=True)
-        reports.append(result.report_path)
+        # one group's job failing (a bad per-row model, or anything unexpected) fails its rows only
+        try:
+            result = _run([r for _, r in members], group_options[key], config, args, label_failures=True)
+        except FfrayError as exc:
+            reports.extend([exc.report_path] if getattr(exc, "report_path", "") else [])
+            failures += [(i, request.target, str(exc)) for i, request in members]
+            continue
+        except Exception as exc:
+            import logging
+
+            logging.getLogger(__name__).debug("batch group failed", exc_info=True)  # --log-level debug
+            reason = f"processing failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            failures += [(i, request.target, reason) for i, request in members]
+            continue
+        reports.extend([result.report_path] if result.report_path else [])
         for (i, request), video in zip(members, result.videos, strict=True):
             if video.status == "done":
                 succeeded += 1
@@ -268,7 +381,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if not args.quiet or failures:
         print(f"ffray batch: {succeeded} of {total} succeeded; report(s): {', '.join(reports) or '-'}", file=out)
     for i, target, reason in sorted(failures):
-        print(f"FAILED row {i + 1}{(' ' + target) if target else ''}: {reason}", file=out)
+        # most reasons already start with the file they are about: name the target only when not
+        about = f" {target}:" if target and not reason.startswith(target) else ""
+        print(redact(f"FAILED {manifest[i].where}:{about} {reason}"), file=out)
     return EXIT_OK if not failures else EXIT_FAILED
 
 
@@ -345,6 +460,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not is_url(output):
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     request = VideoRequest(target=target, output=output, sources=sources)
+    _check_destination(request, options)
     result = _run([request], options, config, args, label_failures=False)
     video = result.videos[0]
     if video.status != "done":

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
                         help="source image(s) with the identity to put in")
     parser.add_argument("--target", "-t", required=True, metavar="IMG", help="image whose faces are replaced")
     parser.add_argument("--output", "-o", required=True, metavar="IMG", help="output image (format by extension)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output if it exists (default: refuse; never an input file)")
     g = parser.add_argument_group("models and execution (--pack facefusion)")
     g.add_argument("--execution-providers", nargs="+", default=["cpu"], choices=["tensorrt", "cuda", "cpu"])
     add_store_arguments(g, short_names=False)
@@ -34,8 +36,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ffray.faces.image import swap_image
+    from ffray.pipeline.outputs import check_destination, check_overwrite, request_inputs
+    from ffray.pipeline.preflight import check_model_names
 
     options = face_options_from_args(args)
+    check_model_names(options)  # an unknown model name is a bad argument (exit 2), as in `ffray swap`
+    # before any work: never write over an input, a folder, or (without --overwrite) an existing file
+    check_destination(args.output, request_inputs(args.target, args.sources, options.reference_face_image))
+    check_overwrite(args.output, args.overwrite)
     execution = store = None
     if options.pack != "builtin":
         from ffray.models.sessions import ExecutionOptions

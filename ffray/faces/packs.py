@@ -50,3 +50,52 @@ def load_enhancer(options: FaceOptions, execution: ExecutionOptions | None = Non
     from ffray.faces import onnx_pack
 
     return onnx_pack.OnnxFaceEnhancer(options, execution, store)
+
+
+# option field -> (its flag, the registry kind its model must be)
+MODEL_OPTIONS = {
+    "face_detector_model": ("--face-detector-model", "detector"),
+    "face_landmarker_model": ("--face-landmarker-model", "landmarker"),
+    "face_recognizer_model": ("--face-recognizer-model", "recognizer"),
+    "face_classifier_model": ("--face-classifier-model", "classifier"),
+    "face_swapper_model": ("--face-swapper-model", "swapper"),
+    "face_enhancer_model": ("--face-enhancer-model", "enhancer"),
+    "face_occluder_model": ("--face-occluder-model", "occluder"),
+    "face_parser_model": ("--face-parser-model", "parser"),
+}
+
+
+def model_refs(options: FaceOptions) -> list[tuple[str, str, str]]:
+    """(flag, model ref, registry kind) of every model file the loaders above open for `options`, in any
+    stage or in the driver's source analysis; none for the builtin pack. Follows what
+    ffray.faces.onnx_pack loads (tests/test_preflight.py checks that the two agree)."""
+    if options.pack == "builtin":
+        return []
+    from ffray.faces.onnx_pack import MANY_DETECTORS
+    from ffray.models.registry import get_spec
+    from ffray.models.store import parse_model_ref
+
+    flag = {field: f for field, (f, _) in MODEL_OPTIONS.items()}
+    refs: list[tuple[str, str, str]] = []
+    detectors = MANY_DETECTORS if options.face_detector_model == "many" else (options.face_detector_model,)
+    refs += [(flag["face_detector_model"], ref, "detector") for ref in detectors]
+    if options.face_landmarker_score > 0 or "area" in options.face_mask_types:
+        refs.append((flag["face_landmarker_model"], "fan_68_5", "landmarker"))
+    if options.face_landmarker_score > 0:
+        landmarkers = ("2dfan4", "peppa_wutz") if options.face_landmarker_model == "many" \
+            else (options.face_landmarker_model,)
+        refs += [(flag["face_landmarker_model"], ref, "landmarker") for ref in landmarkers]
+    refs.append((flag["face_recognizer_model"], options.face_recognizer_model, "recognizer"))  # source faces
+    if options.selector_filter_flags():
+        refs.append((flag["face_classifier_model"], options.face_classifier_model, "classifier"))
+    refs.append((flag["face_swapper_model"], options.face_swapper_model, "swapper"))
+    converter = get_spec(parse_model_ref(options.face_swapper_model)[0]).converter
+    if converter:
+        refs.append((flag["face_swapper_model"], converter, "converter"))
+    if options.face_enhancer_model:
+        refs.append((flag["face_enhancer_model"], options.face_enhancer_model, "enhancer"))
+    if "occlusion" in options.face_mask_types:
+        refs.append((flag["face_occluder_model"], options.face_occluder_model, "occluder"))
+    if "region" in options.face_mask_types:
+        refs.append((flag["face_parser_model"], options.face_parser_model, "parser"))
+    return list(dict.fromkeys(refs))

@@ -77,6 +77,10 @@ class PipelineConfig:
     model_source: str | None = None
     commercial_only: bool = False  # refuse models whose licence forbids commercial use
     wait_for_min_actors_s: float = 600.0  # fail instead of hanging when a pool cannot be placed
+    overwrite: bool = False  # replace existing outputs this job did not write (never part of a video key)
+    # seconds a chunk lease lasts unrenewed: how long a job waits for the chunks of a dead concurrent job
+    # (ffray/pipeline/lease.py; never part of a video key)
+    lease_ttl_s: float = 60.0
 
     def store_settings(self) -> dict[str, Any]:
         """ModelStore keyword arguments: the driver and every actor resolve models the same way."""
@@ -93,6 +97,9 @@ class PipelineConfig:
             self.stage(name).validate(name)
         if self.read_num_cpus <= 0:
             raise InputError("read_num_cpus: must be > 0")
+        if self.lease_ttl_s <= 0:
+            raise InputError(f"lease_ttl_s: must be > 0, got {self.lease_ttl_s}")
+        check_providers(self.providers, "--providers")
 
     def resolved(self, cluster_gpus: float, cluster_cpus: float | None = None,
                  stages: tuple[str, ...] = STAGES) -> PipelineConfig:
@@ -134,11 +141,12 @@ class PipelineConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> PipelineConfig:
+        """`where` (the config file) starts every error message."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise InputError(f"config: unknown pipeline option(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"{where}: unknown pipeline option(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in STAGES:
@@ -146,13 +154,28 @@ class PipelineConfig:
                 stage_known = {f.name for f in fields(StageConfig)}
                 bad = set(value) - stage_known
                 if bad:
-                    raise InputError(f"config: unknown option(s) for stage {key}: {', '.join(sorted(bad))}")
+                    raise InputError(f"{where}: unknown option(s) for stage {key}: {', '.join(sorted(bad))}")
                 values[key] = replace(base, **value)
             elif key == "providers":
-                values[key] = tuple(value)
+                # one provider may be written as a string; tuple("cuda") would split it into letters
+                if not isinstance(value, (str, list, tuple)):
+                    raise InputError(f"{where}: providers: expected a list such as [\"cuda\", \"cpu\"], got {value!r}")
+                values[key] = (value,) if isinstance(value, str) else tuple(value)
+                check_providers(values[key], f"{where}: providers")
             else:
                 values[key] = value
         return cls(**values)
+
+
+def check_providers(providers: tuple[str, ...], where: str) -> None:
+    """InputError for a provider ONNX Runtime sessions do not know (a config file is not checked by
+    argparse's choices; found here, not as a traceback in every actor)."""
+    from ffray.models.sessions import PROVIDER_NAMES
+
+    for provider in providers:
+        if provider not in PROVIDER_NAMES:
+            raise InputError(f"{where}: unknown execution provider {provider!r} "
+                             f"(choose from {', '.join(PROVIDER_NAMES)})")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -217,6 +240,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=int, metavar="0-100")
     g.add_argument("--preset", metavar="NAME")
     g.add_argument("--read-cpus", type=float, dest="read_num_cpus", metavar="F")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing output that this job did not write (default: refuse it; an "
+                   "output identical to what this job wrote before counts as already done)")
     add_store_arguments(g, short_names=False)
     for stage in STAGES:
         g.add_argument(f"--{stage}-actors", type=_actors, metavar="N|MIN-MAX", help=f"{stage} actor pool size")
@@ -230,7 +256,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, Any] | None = None
                               ) -> PipelineConfig:
-    cfg = PipelineConfig.from_dict(file_values or {})
+    cfg = PipelineConfig.from_dict(file_values or {}, where=getattr(args, "config", None) or "config")
     top = {}
     for name in ("work_dir", "chunk_frames", "intra_op_threads", "encoder", "quality", "preset",
                  "read_num_cpus"):
@@ -242,6 +268,8 @@ def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, A
             top[name] = getattr(args, flag)
     if getattr(args, "commercial_only", False):
         top["commercial_only"] = True
+    if getattr(args, "overwrite", False):
+        top["overwrite"] = True
     if getattr(args, "providers", None):
         top["providers"] = tuple(args.providers)
     for stage in STAGES:

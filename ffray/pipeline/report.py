@@ -1,11 +1,22 @@
-"""The run report (JSON): per video, per stage, totals, effective configuration, versions, model hashes."""
+"""The run report (JSON): per video, per stage, totals, effective configuration, versions, model hashes.
+
+One report per run: `<job dir>/runs/<UTC time>-<random>/report.json` is this run's own (a rerun or a
+concurrent job with the same videos never overwrites it), `<job dir>/report.json` the latest run's, and
+`--report FILE` a copy where the user asked.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import secrets
+import sys
+import time
 from collections import defaultdict
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("read", "detector", "swapper", "enhancer", "writer")
 
@@ -63,3 +74,33 @@ def versions() -> dict[str, str]:
         except ImportError:
             pass
     return info
+
+
+def new_run_id() -> str:
+    """UTC start time (sorts by time) and a random suffix (two runs in the same second stay apart)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def write_reports(job_dir: str, run_id: str, report: dict, extra: str | None = None,
+                  warn: bool = True) -> str:
+    """Write this run's report, the job's latest, and `extra`; the path of this run's report ("" when
+    none could be written; then `extra` if that one was).
+
+    The report comes after the outputs, which are the deliverable: a report that cannot be written (disk
+    full, read-only or wrong path) is a one-line warning on stderr (`warn`), never a failed run."""
+    from ffray.pipeline.storage import join, write_json_atomic
+
+    run_file = join(job_dir, "runs", run_id, "report.json")
+    written, problems = [], []
+    for path in (run_file, join(job_dir, "report.json"), *([extra] if extra else [])):
+        try:
+            write_json_atomic(path, report)
+            written.append(path)
+        except Exception as exc:  # OSError, or an object store's own errors
+            reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            problems.append(f"{path}: cannot write the run report ({reason})")
+    if problems and warn:
+        print(f"ffray: warning: {'; '.join(problems)}", file=sys.stderr)  # one line, however many failed
+    elif problems:
+        log.debug("%s", "; ".join(problems))
+    return run_file if run_file in written else (extra if extra in written else "")

@@ -16,6 +16,7 @@ with the same settings (the same video key, see driver.video_key) finds and reus
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 
 from ffray.media.io import sha256_and_size
@@ -63,7 +64,11 @@ class VideoLedger:
     def record_uri(self, chunk_index: int, chunk_id: str) -> str:
         return join(self.video_dir, RECORDS, chunk_name(chunk_index, chunk_id) + ".json")
 
-    def _load(self) -> None:
+    def refresh(self, names: Collection[str]) -> None:
+        """(Re)load the records of these chunks (chunk_name): a concurrent job may have written them."""
+        self._load(set(names))
+
+    def _load(self, names: Collection[str] | None = None) -> None:
         from ffray.media.io import split_uri
 
         fs, folder = split_uri(join(self.video_dir, RECORDS))
@@ -72,6 +77,8 @@ class VideoLedger:
             paths = [p for p in fs.find(folder) if p.endswith(".json")]
         except FileNotFoundError:
             paths = []
+        if names is not None:
+            paths = [p for p in paths if p.rsplit("/", 1)[-1][:-len(".json")] in names]
         if not paths:
             return
         known = {f.name for f in fields(ChunkRecord)}

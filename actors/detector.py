@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ffray.pipeline.stages import JobTable, detect_rows
+from ffray.pipeline.stages import JobTable, StageStart, detect_rows
 
 
 class FaceDetectorStage:
@@ -10,7 +10,10 @@ class FaceDetectorStage:
         from ffray.faces.packs import load_analyser
 
         self.table = table
-        self.analyser = load_analyser(table.options, table.execution_options("detector"), table.store())
+        self.start = StageStart("detector", lambda: load_analyser(
+            table.options, table.execution_options("detector"), table.store()))
 
     def __call__(self, batch: dict) -> dict:
-        return detect_rows(batch, self.analyser, self.table)
+        if self.start.error is not None:
+            return self.start.failed_rows(batch)
+        return detect_rows(batch, self.start.value, self.table)

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
-from ffray.pipeline.stages import JobTable, enhance_rows
+from ffray.pipeline.stages import JobTable, StageStart, enhance_rows
+
+
+def _load(table: JobTable):
+    from ffray.faces.packs import load_enhancer
+
+    enhancer = load_enhancer(table.options, table.execution_options("enhancer"), table.store())
+    if enhancer is None:
+        raise ValueError("FaceEnhancerStage needs face_enhancer_model")
+    return enhancer
 
 
 class FaceEnhancerStage:
     """Enhancer pool (only in the pipeline when a face enhancer model is set)."""
 
     def __init__(self, table: JobTable):
-        from ffray.faces.packs import load_enhancer
-
         self.table = table
-        self.enhancer = load_enhancer(table.options, table.execution_options("enhancer"), table.store())
-        if self.enhancer is None:
-            raise ValueError("FaceEnhancerStage needs face_enhancer_model")
+        self.start = StageStart("enhancer", lambda: _load(table))
 
     def __call__(self, batch: dict) -> dict:
-        return enhance_rows(batch, self.enhancer, self.table)
+        if self.start.error is not None:
+            return self.start.failed_rows(batch)
+        return enhance_rows(batch, self.start.value, self.table)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ffray.pipeline.stages import JobTable, SourceCache, swap_rows
+from ffray.pipeline.stages import JobTable, SourceCache, StageStart, swap_rows
 
 
 class FaceSwapperStage:
@@ -11,8 +11,11 @@ class FaceSwapperStage:
         from ffray.faces.packs import load_swapper
 
         self.table = table
-        self.swapper = load_swapper(table.options, table.execution_options("swapper"), table.store())
-        self.sources = SourceCache(self.swapper, table, read_image)
+        self.start = StageStart("swapper", lambda: load_swapper(
+            table.options, table.execution_options("swapper"), table.store()))
+        self.sources = SourceCache(self.start.value, table, read_image)
 
     def __call__(self, batch: dict) -> dict:
-        return swap_rows(batch, self.swapper, self.sources, self.table)
+        if self.start.error is not None:
+            return self.start.failed_rows(batch)
+        return swap_rows(batch, self.start.value, self.sources, self.table)

@@ -1,6 +1,6 @@
 """The whole pipeline on a local Ray with 4 fake GPUs (fractional shares really scheduled): real YuNet +
 contract swapper/enhancer, the builtin pack, a corrupt video in a batch, a stage worker killed mid-job,
-rotation direction, reuse of finished videos across jobs, and a work dir on S3 (moto on 127.0.0.1)."""
+rotation direction and reuse of finished videos across jobs (S3 work dirs: test_pipeline_s3.py)."""
 
 from __future__ import annotations
 
@@ -186,6 +186,30 @@ def test_corrupt_video_fails_alone_in_a_batch(ray_cluster, models, tmp_path):
     assert result.report["totals"]["failed"] == 1 and result.report["videos"][1]["error"] == failed.error
 
 
+def test_an_actor_that_cannot_start_fails_its_chunks_not_the_dataset(ray_cluster, models, tmp_path):
+    """A model that the driver checked but a worker cannot load (a path on the driver's node only): every
+    chunk comes back as an error row naming the stage and the reason; the dataset itself finishes."""
+    import dataclasses
+
+    from media_clips import make_clip
+
+    from ffray.pipeline.driver import build_dataset, prepare_job
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=32, width=160, height=120, gop=16)
+    options = contract_face_options(models, asset(YUNET), enhancer=False)
+    config = small_config(tmp_path / "work", chunk_frames=16)
+    job = prepare_job([VideoRequest(str(clip), str(tmp_path / "out.mp4"), (str(asset("media/meds-aa-S001-01.jpg")),))],
+                      options, config)
+    elsewhere = tmp_path / "on-the-driver-only.onnx"
+    table = dataclasses.replace(job.table, face_options={**job.table.face_options,
+                                                         "face_swapper_model": f"inswapper_128={elsewhere}"})
+    rows = list(build_dataset(job.tasks, table, config, with_enhancer=False).iter_rows())
+    assert len(rows) == len(job.tasks) == 2
+    for row in rows:
+        assert row["error"].startswith("swapper could not start on ") and str(elsewhere) in row["error"]
+        assert row["error_kind"] == "model" and row["segment"] == ""
+
+
 def _stage_worker_pids(name: str) -> list[int]:
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -296,58 +320,3 @@ def test_later_batch_reuses_finished_videos(ray_cluster, models, tmp_path):
     assert len(finished_chunk_records(tmp_path / "work")) == 6
     # both jobs keep their own report
     assert len(list((tmp_path / "work").glob("jobs/*/report.json"))) == 2
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3-compatible server (moto) on 127.0.0.1; clients find it through AWS_ENDPOINT_URL, which
-    the Ray workers (started before this env existed) only see if the driver forwards it."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-        monkeypatch.setenv(key, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir("ffray")
-    yield fs
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
-
-
-def test_work_dir_target_and_output_on_s3(ray_cluster, models, tmp_path, s3):
-    from media_clips import make_clip
-
-    yunet = asset(YUNET)
-    source = asset("media/meds-aa-S001-01.jpg")
-    clip = make_clip(tmp_path / "clip.mp4", frames=48, width=160, height=120, gop=16, audio="aac")
-    s3.put_file(str(clip), "ffray/in/clip.mp4")
-    options = contract_face_options(models, yunet, enhancer=False)
-    local = run_swap([VideoRequest(str(clip), str(tmp_path / "local.mp4"), (str(source),))], options,
-                     small_config(tmp_path / "work", chunk_frames=16))
-    assert local.videos[0].status == "done", local.videos[0].error
-
-    request = VideoRequest("s3://ffray/in/clip.mp4", "s3://ffray/out/clip.mp4", (str(source),))
-    config = small_config("s3://ffray/work", chunk_frames=16)
-    first = run_swap([request], options, config)
-    (res,) = first.videos
-    assert res.status == "done", res.error
-    assert s3.cat_file("ffray/out/clip.mp4") == (tmp_path / "local.mp4").read_bytes()  # same bytes as on disk
-    assert first.report["totals"]["chunks_processed_this_run"] == 3
-    assert len(s3.ls(f"ffray/work/videos/{res.video_key}/done")) == 3
-    assert s3.exists(f"ffray/work/jobs/{first.job_id}/report.json")
-
-    rerun = run_swap([request], options, config)  # resumes: every chunk is there and verifies
-    assert rerun.videos[0].status == "done" and rerun.videos[0].resumed_chunks == 3
-    assert rerun.report["totals"]["chunks_processed_this_run"] == 0
-
-    (lost,) = [p for p in s3.ls(f"ffray/work/videos/{res.video_key}/segments") if "000001-" in p]
-    s3.rm(lost)  # a segment gone (lifecycle rule, manual clean-up): only that chunk is done again
-    s3.rm("ffray/out/clip.mp4")
-    again = run_swap([request], options, config)
-    assert again.videos[0].status == "done" and again.videos[0].resumed_chunks == 2
-    assert again.report["totals"]["chunks_processed_this_run"] == 1
-    assert s3.cat_file("ffray/out/clip.mp4") == (tmp_path / "local.mp4").read_bytes()

@@ -116,7 +116,7 @@ def test_ledger_keeps_one_record_per_chunk_and_verifies_segments(tmp_path):
 
 
 def test_storage_helpers(tmp_path, monkeypatch):
-    from ffray.pipeline.storage import join, storage_env, work_root, write_json_atomic
+    from ffray.pipeline.storage import join, work_root, write_json_atomic
 
     assert work_root("s3://bucket/work/") == "s3://bucket/work"
     assert work_root("rel") == str(tmp_path.cwd() / "rel")
@@ -125,11 +125,6 @@ def test_storage_helpers(tmp_path, monkeypatch):
     write_json_atomic(tmp_path / "a" / "r.json", {"x": 1})
     assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 1}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]  # no temporary left behind
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("UNRELATED_SECRET", "x")
-    assert storage_env(["/local/in.mp4", "out.mp4", None]) == {}  # nothing remote: nothing forwarded
-    env = storage_env(["s3://b/in.mp4", "out.mp4"])
-    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and "UNRELATED_SECRET" not in env
 
 
 def test_rotation_round_trip_and_direction():
@@ -153,11 +148,33 @@ def test_run_stage_turns_a_failing_chunk_into_an_error_row():
         return {"frames": np.ones((3, 4, 4, 3), np.uint8)}
 
     out = run_stage("swapper", batch, per_row, {"m": "abc"})
-    assert out["error"][0] == "" and out["error"][1].startswith("ValueError: broken chunk")
+    assert out["error"][0] == "" and out["error"][1].startswith("internal error ValueError: broken chunk at ")
+    assert list(out["error_kind"]) == ["", "processing"]
     assert out["frames"][0].max() == 1 and out["frames"][1].max() == 0  # the failed row passes through
     assert list(out["swapper_in"]) == [int(sum(np.asarray(v[i]).nbytes for v in batch.values())) for i in range(2)]
     assert out["swapper_calls"].sum() == pytest.approx(1.0)
     assert json.loads(out["swapper_models"][0]) == {"m": "abc"}
+
+
+def test_chunk_errors_name_the_file_first_without_class_names():
+    from ffray.errors import MediaError, ModelError
+    from ffray.pipeline.driver import chunk_failure
+
+    batch = {"chunk_id": np.array(["c1", "c2", "c3"], dtype=object), "error": np.array(["", "", ""], dtype=object),
+             "error_kind": np.array(["", "", ""], dtype=object)}
+    failures = {0: MediaError("/v/a.mp4", "corrupt video data"), 1: ModelError("swapper.onnx: not an ONNX model")}
+
+    def per_row(i):
+        if i in failures:
+            raise failures[i]
+        return {}
+
+    out = run_stage("detector", batch, per_row, {})
+    assert list(out["error_kind"]) == ["input", "model", ""]
+    row = {"error": out["error"][0], "chunk_index": 3, "start": 24, "end": 31}
+    assert chunk_failure("/v/a.mp4", row) == "/v/a.mp4: chunk 3 (frames 24-30): corrupt video data"
+    row["error"] = out["error"][1]
+    assert chunk_failure("/v/a.mp4", row) == "/v/a.mp4: chunk 3 (frames 24-30): swapper.onnx: not an ONNX model"
 
 
 def test_ragged_columns_and_segment_names():

@@ -17,7 +17,7 @@ import numpy as np
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from ffray.pipeline.stages import error_text
+from ffray.pipeline.stages import error_kind, error_text
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def decode_chunk_row(task: ChunkTask) -> dict[str, Any]:
     chunk = task.chunk
     expected = chunk.end - chunk.start
     started = time.perf_counter()
-    error = ""
+    error = kind = ""
     images: list[np.ndarray] = []
     indices: list[int] = []
     pts: list[int] = []
@@ -46,10 +46,11 @@ def decode_chunk_row(task: ChunkTask) -> dict[str, Any]:
             pts.append(frame.pts)
         if len(images) != expected or (indices and (indices[0] != chunk.start or indices[-1] != chunk.end - 1)):
             got = f"{indices[0]}-{indices[-1]}" if indices else "none"
-            error = (f"MediaError: {task.uri}: frames {chunk.start}-{chunk.end - 1}: decoded {len(images)} of "
+            error = (f"{task.uri}: frames {chunk.start}-{chunk.end - 1}: decoded {len(images)} of "
                      f"{expected} frames (got {got}); the file is corrupt or truncated in that range")
+            kind = "input"
     except Exception as exc:  # a corrupt region fails the video, not the job
-        error = error_text(exc)
+        error, kind = error_text(exc), error_kind(exc)
     if error:
         frames = np.zeros((0, 1, 1, 3), np.uint8)
         indices, pts = [], []
@@ -62,6 +63,7 @@ def decode_chunk_row(task: ChunkTask) -> dict[str, Any]:
         "start": np.array([chunk.start], dtype=np.int64),
         "end": np.array([chunk.end], dtype=np.int64),
         "error": np.array([error], dtype=object),
+        "error_kind": np.array([kind], dtype=object),
         "frames": frames[None],
         "frame_index": np.array(indices, dtype=np.int64)[None],
         "pts": np.array(pts, dtype=np.int64)[None],

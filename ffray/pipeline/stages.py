@@ -2,7 +2,7 @@
 in `actors/` only load their component in `__init__` and call these functions.
 
 A row is one chunk of one video (see datasource.py). Columns every row keeps from read to write:
-`video_key`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), and per stage S
+`video_key`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), `error_kind`, and per stage S
 `S_s` (busy seconds), `S_calls` (share of one call), `S_in`/`S_out` (bytes of the row entering/leaving
 S: what crosses the object store at that boundary). A row whose `error` is set passes through every
 stage untouched, so a bad chunk fails its video without stopping the dataset.
@@ -24,6 +24,7 @@ from ffray.faces.options import FaceOptions
 from ffray.faces.types import FACE_COLUMNS, Face, pack_faces, unpack_faces
 
 KEY_COLUMNS = ("video_key", "chunk_id", "chunk_index", "start", "end")
+ERROR_COLUMNS = ("error", "error_kind")  # why a chunk failed ("" = fine), and as what (stages.error_kind)
 
 
 @dataclass
@@ -133,12 +134,35 @@ def packed_face_columns(packed_rows: Sequence[dict[str, np.ndarray]]) -> dict[st
 
 
 def error_text(exc: BaseException) -> str:
+    """What a user reads: an FfrayError's own message (it names the file); for an unexpected failure its
+    type and the last frame of the traceback, so the report points at the code."""
     if isinstance(exc, FfrayError):
-        return f"{type(exc).__name__}: {exc}"
-    # an unexpected failure: keep the last frame of the traceback so the report points at the code
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return storage_error_text(exc)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"internal error {type(exc).__name__}: {exc}{where}"
+
+
+def storage_error_text(exc: OSError) -> str:
+    """A full disk, a read-only or missing folder: the system's words and the folder, not a bug report
+    (the file itself is often a hidden temporary name)."""
+    import errno
+    import os
+
+    reason = exc.strerror or os.strerror(exc.errno or 0) or errno.errorcode.get(exc.errno or 0, str(exc))
+    where = os.path.dirname(str(exc.filename)) if exc.filename else ""
+    return f"cannot write to {where}: {reason}" if where else reason
+
+
+def error_kind(exc: BaseException) -> str:
+    """input | model | processing: what the driver reports the video's failure as (its exit code)."""
+    from ffray.errors import InputError, ModelError
+
+    if isinstance(exc, ModelError):
+        return "model"
+    return "input" if isinstance(exc, InputError) else "processing"
 
 
 def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[str, Any]],
@@ -156,7 +180,7 @@ def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[s
         try:
             results.append(per_row(i))
         except Exception as exc:  # a chunk that cannot be processed fails its video, not the dataset
-            results.append({"error": error_text(exc)})
+            results.append({"error": error_text(exc), "error_kind": error_kind(exc)})
     elapsed = time.perf_counter() - started
     out: dict[str, Any] = {}
     keys = list(batch.keys())
@@ -164,14 +188,39 @@ def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[s
         keys += [k for k in r if k not in keys]
     for key in keys:
         values = [r[key] if key in r else _passthrough(batch, key, i, r) for i, r in enumerate(results)]
-        out[key] = column(values) if key not in ("error",) else np.array(values, dtype=object)
-    out["error"] = np.array([str(v) for v in out["error"]], dtype=object)
+        out[key] = column(values) if key not in ERROR_COLUMNS else np.array([str(v) for v in values], dtype=object)
     out[f"{stage}_s"] = np.full(n, elapsed / max(n, 1))
     out[f"{stage}_calls"] = np.full(n, 1.0 / max(n, 1))
     out[f"{stage}_in"] = np.array(in_bytes, dtype=np.int64)
     out[f"{stage}_models"] = np.array([json.dumps(models, sort_keys=True)] * n, dtype=object)
     out[f"{stage}_out"] = np.array([row_nbytes(out, i) for i in range(n)], dtype=np.int64)
     return out
+
+
+class StageStart:
+    """What a pool actor loads in `__init__`, or why it could not. The driver checks every model before
+    the first frame (preflight.py); what still fails on a worker (a path or provider that exists on the
+    driver's node only, a GPU out of memory) fails the chunks that actor is given, each with the reason,
+    instead of taking the whole dataset (every other video of the job) down with a traceback."""
+
+    def __init__(self, stage: str, load: Callable[[], Any]):
+        self.stage = stage
+        try:
+            self.value, self.error = load(), None
+        except Exception as exc:  # reported per chunk by failed_rows, as the kind of failure it was
+            import socket
+
+            from ffray.errors import InputError, ModelError, ProcessingError
+
+            kind = {"model": ModelError, "input": InputError}.get(error_kind(exc), ProcessingError)
+            self.value = None
+            self.error = kind(f"{stage} could not start on {socket.gethostname()}: {error_text(exc)}")
+
+    def failed_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
+        def fail(i: int) -> dict[str, Any]:
+            raise self.error
+
+        return run_stage(self.stage, batch, fail, {})
 
 
 def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]) -> Any:
@@ -184,7 +233,7 @@ def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]
         return _EMPTY_FACES[key]
     if key == "frames":
         return np.zeros((0, 1, 1, 3), np.uint8)
-    if key in ("segment", "sha256"):
+    if key in ("segment", "sha256", "error_kind"):
         return ""
     raise KeyError(f"stage produced column {key!r} for some rows only")
 

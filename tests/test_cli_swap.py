@@ -149,3 +149,16 @@ def test_demo_runs_offline_and_prints_the_output(tmp_path):
     report = job_report(tmp_path / "work")
     assert report["videos"][0]["faces"] >= 40  # the astronaut's face is found in (nearly) every frame
     assert report["face_options"]["pack"] == "builtin"
+
+
+def test_every_face_option_has_help_with_its_default():
+    import argparse
+
+    from ffray.faces.options import add_face_arguments
+
+    parser = argparse.ArgumentParser()
+    add_face_arguments(parser)
+    face_flags = [a for a in parser._actions if a.dest != "help"]
+    assert len(face_flags) >= 30
+    for action in face_flags:
+        assert action.help and "(default: " in action.help and "\n" not in action.help, action.option_strings

@@ -117,51 +117,95 @@ def _padding(values: list[int]) -> tuple[int, int, int, int]:
 
 
 def add_face_arguments(parser: argparse.ArgumentParser) -> None:
+    """FaceFusion's face flags, each with a one-line help that shows its default (`%(default)s`)."""
     d = FaceOptions()
-    g = parser.add_argument_group("face options (FaceFusion names and defaults)")
+    model = "NAME[=PATH]"
+    g = parser.add_argument_group("face options (FaceFusion names and defaults; a model is a FaceFusion name, or "
+                                  "NAME=PATH for a private model with that name's inputs and outputs)")
     g.add_argument("--pack", choices=PACKS, default=d.pack,
-                   help="builtin: dlib + classical swap, no download; facefusion: FaceFusion's ONNX models")
-    g.add_argument("--face-detector-model", default=d.face_detector_model, metavar="NAME[=PATH]")
-    g.add_argument("--face-detector-size", type=int, default=d.face_detector_size)
-    g.add_argument("--face-detector-score", type=float, default=d.face_detector_score)
+                   help="builtin: dlib + classical swap, no download; facefusion: FaceFusion's ONNX models "
+                        "(default: %(default)s)")
+    g.add_argument("--face-detector-model", default=d.face_detector_model, metavar=model,
+                   help="face detector: yolo_face, retinaface, scrfd, yunet or many (default: %(default)s)")
+    g.add_argument("--face-detector-size", type=int, default=d.face_detector_size, metavar="PX",
+                   help="square input size the detector sees the frame at (default: %(default)s)")
+    g.add_argument("--face-detector-score", type=float, default=d.face_detector_score, metavar="0..1",
+                   help="minimum detection confidence (default: %(default)s)")
     g.add_argument("--face-detector-angles", type=int, nargs="+", default=list(d.face_detector_angles),
-                   choices=[0, 90, 180, 270])
+                   choices=[0, 90, 180, 270], metavar="DEG",
+                   help="also detect in the frame turned by these angles: 0 90 180 270 (default: %(default)s)")
     g.add_argument("--face-detector-margin", type=int, nargs="+", default=list(d.face_detector_margin),
-                   metavar="PERCENT", help="zero padding before detection, 1-4 values (top right bottom left)")
+                   metavar="PERCENT", help="zero padding before detection, 1-4 values, top right bottom left "
+                                           "(default: %(default)s)")
     g.add_argument("--face-detector-upsample", type=int, default=d.face_detector_upsample, metavar="N",
                    help="builtin pack: HOG upsampling steps; each halves the smallest face found (~80 px at 0) "
-                        "and costs ~4x the time")
-    g.add_argument("--face-landmarker-model", default=d.face_landmarker_model, metavar="NAME[=PATH]")
-    g.add_argument("--face-landmarker-score", type=float, default=d.face_landmarker_score)
-    g.add_argument("--face-recognizer-model", default=d.face_recognizer_model, metavar="NAME[=PATH]")
-    g.add_argument("--face-selector-mode", choices=SELECTOR_MODES, default=d.face_selector_mode)
-    g.add_argument("--face-selector-order", choices=SELECTOR_ORDERS, default=d.face_selector_order)
-    g.add_argument("--face-selector-age-start", type=int, default=None, choices=range(101), metavar="0..100")
-    g.add_argument("--face-selector-age-end", type=int, default=None, choices=range(101), metavar="0..100")
+                        "and costs ~4x the time (default: %(default)s)")
+    g.add_argument("--face-landmarker-model", default=d.face_landmarker_model, metavar=model,
+                   help="68-point landmarker: 2dfan4, peppa_wutz or many (default: %(default)s)")
+    g.add_argument("--face-landmarker-score", type=float, default=d.face_landmarker_score, metavar="0..1",
+                   help="use the 68 points only above this score, else the detector's 5; 0 turns the landmarker "
+                        "off (default: %(default)s)")
+    g.add_argument("--face-recognizer-model", default=d.face_recognizer_model, metavar=model,
+                   help="identity embedding for reference matching and the swap (default: %(default)s)")
+    g.add_argument("--face-selector-mode", choices=SELECTOR_MODES, default=d.face_selector_mode,
+                   help="which faces to swap: many: all; one: the first in --face-selector-order; reference: "
+                        "the faces that match the reference face (default: %(default)s)")
+    g.add_argument("--face-selector-order", choices=SELECTOR_ORDERS, default=d.face_selector_order,
+                   help="order of the faces in a frame, for 'one' and for --reference-face-position "
+                        "(default: %(default)s)")
+    g.add_argument("--face-selector-age-start", type=int, default=None, choices=range(101), metavar="0..100",
+                   help="keep faces FairFace puts at this age or older (facefusion pack) (default: off)")
+    g.add_argument("--face-selector-age-end", type=int, default=None, choices=range(101), metavar="0..100",
+                   help="keep faces FairFace puts at this age or younger (facefusion pack) (default: off)")
     g.add_argument("--face-selector-gender", choices=SELECTOR_GENDERS, default=None,
-                   help="keep faces FairFace classifies so; auto: the largest source face's gender")
+                   help="keep faces FairFace classifies so; auto: the largest source face's gender (default: off)")
     g.add_argument("--face-selector-race", choices=SELECTOR_RACES, default=None,
-                   help="keep faces FairFace classifies so; auto: the largest source face's race")
-    g.add_argument("--face-classifier-model", default=d.face_classifier_model, metavar="NAME[=PATH]")
-    g.add_argument("--reference-face-position", type=int, default=d.reference_face_position)
-    g.add_argument("--reference-face-distance", type=float, default=d.reference_face_distance)
-    g.add_argument("--reference-frame-number", type=int, default=d.reference_frame_number)
-    g.add_argument("--reference-face-image", default=None, metavar="IMG")
+                   help="keep faces FairFace classifies so; auto: the largest source face's race (default: off)")
+    g.add_argument("--face-classifier-model", default=d.face_classifier_model, metavar=model,
+                   help="age/gender/race classifier for the selector filters (default: %(default)s)")
+    g.add_argument("--reference-face-position", type=int, default=d.reference_face_position, metavar="N",
+                   help="reference mode: the N-th face (from 0) of the reference frame, counted in "
+                        "--face-selector-order (default: %(default)s)")
+    g.add_argument("--reference-face-distance", type=float, default=d.reference_face_distance, metavar="0..1",
+                   help="reference mode: a face matches when its identity distance to the reference is below "
+                        "this; facefusion pack: FaceFusion's (1 - cosine similarity of ArcFace embeddings) / 2; "
+                        "builtin pack: half dlib's descriptor distance, so 0.3 is dlib's usual 0.6 "
+                        "(default: %(default)s)")
+    g.add_argument("--reference-frame-number", type=int, default=d.reference_frame_number, metavar="N",
+                   help="reference mode: the frame (from 0) the reference face is taken from (default: %(default)s)")
+    g.add_argument("--reference-face-image", default=None, metavar="IMG",
+                   help="reference mode: take the reference face (its largest) from this image instead of a "
+                        "frame (default: off)")
     g.add_argument("--face-swapper-model", "--swapper", dest="face_swapper_model", default=d.face_swapper_model,
-                   metavar="NAME[=PATH]")
-    g.add_argument("--face-swapper-pixel-boost", type=int, default=None)
-    g.add_argument("--face-swapper-weight", type=float, default=d.face_swapper_weight)
+                   metavar=model, help="face swapper (default: %(default)s)")
+    g.add_argument("--face-swapper-pixel-boost", type=int, default=None, metavar="PX",
+                   help="swap at this crop size, a whole multiple of the model's own, tiled through the model "
+                        "(default: the model's size)")
+    g.add_argument("--face-swapper-weight", type=float, default=d.face_swapper_weight, metavar="0..1",
+                   help="how much of the source identity goes in, for the swappers that take a weight "
+                        "(default: %(default)s)")
     g.add_argument("--face-enhancer-model", "--enhancer", dest="face_enhancer_model", default=None,
-                   metavar="NAME[=PATH]", help="enable the face enhancer with this model (default: off)")
-    g.add_argument("--face-enhancer-blend", type=int, default=d.face_enhancer_blend)
-    g.add_argument("--face-enhancer-weight", type=float, default=d.face_enhancer_weight)
-    g.add_argument("--face-mask-types", nargs="+", choices=MASK_TYPES, default=list(d.face_mask_types))
-    g.add_argument("--face-mask-blur", type=float, default=d.face_mask_blur)
-    g.add_argument("--face-mask-padding", type=int, nargs="+", default=list(d.face_mask_padding))
-    g.add_argument("--face-mask-areas", nargs="+", choices=MASK_AREAS, default=list(d.face_mask_areas))
-    g.add_argument("--face-mask-regions", nargs="+", choices=MASK_REGIONS, default=list(d.face_mask_regions))
-    g.add_argument("--face-occluder-model", default=d.face_occluder_model, metavar="NAME[=PATH]")
-    g.add_argument("--face-parser-model", default=d.face_parser_model, metavar="NAME[=PATH]")
+                   metavar=model, help="enable the face enhancer with this model, e.g. gfpgan_1.4 (default: off)")
+    g.add_argument("--face-enhancer-blend", type=int, default=d.face_enhancer_blend, metavar="0..100",
+                   help="percent of the enhanced face blended over the swapped one (default: %(default)s)")
+    g.add_argument("--face-enhancer-weight", type=float, default=d.face_enhancer_weight, metavar="0..1",
+                   help="fidelity weight for the enhancers that take one, e.g. codeformer (default: %(default)s)")
+    g.add_argument("--face-mask-types", nargs="+", choices=MASK_TYPES, default=list(d.face_mask_types),
+                   metavar="TYPE", help="masks combined (by minimum) for the paste-back: box, occlusion, area, "
+                                        "region (default: %(default)s)")
+    g.add_argument("--face-mask-blur", type=float, default=d.face_mask_blur, metavar="0..1",
+                   help="box mask edge blur, as a share of the crop (default: %(default)s)")
+    g.add_argument("--face-mask-padding", type=int, nargs="+", default=list(d.face_mask_padding),
+                   metavar="PERCENT", help="box mask padding, 1-4 values, top right bottom left "
+                                           "(default: %(default)s)")
+    g.add_argument("--face-mask-areas", nargs="+", choices=MASK_AREAS, default=list(d.face_mask_areas),
+                   metavar="AREA", help="area mask: upper-face, lower-face, mouth (default: all)")
+    g.add_argument("--face-mask-regions", nargs="+", choices=MASK_REGIONS, default=list(d.face_mask_regions),
+                   metavar="REGION", help=f"region mask (face parser): {', '.join(MASK_REGIONS)} (default: all)")
+    g.add_argument("--face-occluder-model", default=d.face_occluder_model, metavar=model,
+                   help="occlusion mask model (default: %(default)s)")
+    g.add_argument("--face-parser-model", default=d.face_parser_model, metavar=model,
+                   help="region mask model (default: %(default)s)")
 
 
 def face_options_from_args(args: argparse.Namespace) -> FaceOptions:

@@ -5,14 +5,17 @@ Identity is per video: a video key hashes the input's content, its source images
 that changes pixels or encoded bytes (face options, chunk length, encoder settings), the models'
 sha256s and the ffray version. Finished chunks live under the key, so any later job with the same video
 and settings (the same command rerun, or a bigger batch that contains it) skips every chunk whose
-record is there and whose segment still hashes the same. A job is the list of its video keys; its
-folder only holds its report.
+record is there and whose segment still hashes the same. Jobs running at the same time share the
+chunks through leases (lease.py): a chunk another live job holds is waited for, not run twice. A job is
+the list of its video keys; its folder only holds its report.
 
 Layout (the work dir is a path or any fsspec URL; see storage.py and ledger.py):
 
     <work-dir>/videos/<video_key>/segments/<chunk_index>-<chunk_id>.<ext>
     <work-dir>/videos/<video_key>/done/<chunk_index>-<chunk_id>.json
-    <work-dir>/jobs/<job_id>/report.json
+    <work-dir>/videos/<video_key>/leases/<chunk_index>-<chunk_id>.json   (which run works on it; lease.py)
+    <work-dir>/jobs/<job_id>/report.json                    (the latest run's; see report.py)
+    <work-dir>/jobs/<job_id>/runs/<utc time>-<random>/report.json
 """
 
 from __future__ import annotations
@@ -22,26 +25,28 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import ffray
 from ffray.errors import FfrayError, InputError, MediaError, ModelError, ProcessingError
 from ffray.faces.options import FaceOptions
 from ffray.faces.types import Face
 from ffray.media.io import sha256_and_size
+from ffray.pipeline import outputs, preflight
 from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
+from ffray.pipeline.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from ffray.pipeline.lease import ChunkLeases, lease_uri
 from ffray.pipeline.ledger import SEGMENTS, ChunkRecord, VideoLedger
 from ffray.pipeline.progress import Progress
-from ffray.pipeline.report import stage_figures, versions
-from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, to_display
-from ffray.pipeline.storage import join, storage_env, work_root, write_json_atomic
+from ffray.pipeline.ray_messages import without_harmless_core_worker_lines
+from ffray.pipeline.report import new_run_id, stage_figures, versions, write_reports
+from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, storage_error_text, to_display
+from ffray.pipeline.storage import join, work_root
+from ffray.redact import redact_data
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ class VideoResult:
     faces: int = 0
     chunks: int = 0
     resumed_chunks: int = 0
+    reused_chunks: int = 0  # recorded by a concurrent job while this run waited for them (lease.py)
     seconds: float = 0.0
     output_info: dict = field(default_factory=dict)
 
@@ -118,33 +124,6 @@ def _slim_info(info):
 # --- Ray --------------------------------------------------------------------------------------------
 
 
-def connect_ray(address: str | None, config: PipelineConfig, *, quiet: bool = False,
-                num_cpus: float | None = None, num_gpus: float | None = None,
-                temp_dir: str | None = None) -> bool:
-    """Join or start Ray; True when this call started it (and the caller should shut it down).
-
-    A local Ray gets at least as many logical CPUs as the pools' minimum sizes need: logical CPUs are
-    counters, and too few deadlock the pipeline on small machines rather than fail."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    common: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": logging.WARNING,
-                              "configure_logging": True}
-    if address in (None, "", "local"):
-        need = config.read_num_cpus + sum(config.stage(s).num_cpus * config.stage(s).min_actors for s in STAGES)
-        cpus = num_cpus if num_cpus is not None else max(float(os.cpu_count() or 1), need + 1)
-        kwargs = {"address": "local", "num_cpus": int(np.ceil(cpus)), "include_dashboard": False, **common}
-        if num_gpus is not None:
-            kwargs["num_gpus"] = num_gpus
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
-        ray.init(**kwargs)
-    else:
-        ray.init(address=address, **common)
-    return True
-
-
 def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
     import ray
 
@@ -160,10 +139,10 @@ def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
     log_once("ray_data_progress_manager_disabled")  # the notice that bars are off: they are off on purpose
 
 
-def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool,
-                  env_vars: dict[str, str] | None = None):
+def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool):
     """read (one task per chunk) -> detector pool -> swapper pool -> [enhancer pool] -> segment writer.
-    `env_vars` reach every read task and actor (object-store settings, see storage.storage_env)."""
+    No runtime_env: workers read storage settings from their own environment (see storage.py), so a
+    job's workers are the same whatever its URLs are, and no credential reaches Ray's logs."""
     import ray
 
     from actors import FaceDetectorStage, FaceEnhancerStage, FaceSwapperStage, SegmentWriterStage
@@ -175,9 +154,8 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
     # those refs to each actor (checked: a UDF with no constructor arguments logs it too). They are owned
     # by this driver, so they outlive every restart the job can survive; loading the table from a file
     # would not change that, the worker-kill and node-loss tests restart actors with it.
-    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=max(1, len(tasks)),
-                                  num_cpus=config.read_num_cpus, runtime_env=runtime_env)
+                                  num_cpus=config.read_num_cpus)
     stages = [("detector", FaceDetectorStage), ("swapper", FaceSwapperStage)]
     if with_enhancer:
         stages.append(("enhancer", FaceEnhancerStage))
@@ -192,7 +170,6 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
             num_cpus=st.num_cpus,  # always explicit: Ray 2.60 gives GPU actors a whole CPU otherwise
             batch_size=st.batch_size,
             batch_format="numpy",
-            runtime_env=runtime_env,
         )
     return ds
 
@@ -349,9 +326,11 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
     from ffray.media.encode import avi_clock
 
     config.validate()
+    preflight.check_job(options, config)  # models, work dir: the job does not start, and Ray neither
     progress = progress or Progress(quiet=True)
     results = [VideoResult(_video_id(i, r.target), r.target, r.output) for i, r in enumerate(requests)]
     analysis = _Analysis(options, config)
+    output_folders = preflight.OutputFolders()
 
     # 1. probe every input, check its output can be produced, analyse the sources: bad rows fail here
     # (before any decoding), the rest go on
@@ -370,6 +349,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             encode = _encode_for(req.output, config)
             if encode.container == "avi":
                 avi_clock(info, req.output)  # VFR or rotated sources cannot go into AVI's frame slots
+            preflight.check_sources(req.sources)
+            output_folders.check(req.output)
             key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
             if key not in source_sets:
                 hashes = [sha256_and_size(p)[0] for p in req.sources]
@@ -402,6 +383,15 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         try:
             res.video_key = key = video_key(info.content_hash, source_hashes[video_sources[res.video_id]],
                                             options, config, encode, model_hashes)
+            # never write over an input; an existing output is this job's (done, no work) or refused
+            outputs.check_destination(req.output, outputs.request_inputs(req.target, req.sources,
+                                                                         options.reference_face_image))
+            previous = outputs.existing_output(req.output, join(root, "videos", key), overwrite=config.overwrite)
+            if previous is not None:
+                res.status, res.output_info = "done", previous
+                res.frames, res.faces = int(previous.get("frames", 0)), int(previous.get("faces", 0))
+                res.chunks = res.resumed_chunks = int(previous.get("segments", 0))
+                continue
             if key in videos:  # the same video with the same settings twice in one job: processed once
                 res.chunks, res.resumed_chunks = len(plans[key]), len(done[key])
                 progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
@@ -448,12 +438,20 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
 def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
              address: str | None = None, progress: Progress | None = None, quiet: bool = False,
              report_path: str | None = None, local_cpus: float | None = None,
-             local_gpus: float | None = None) -> JobResult:
+             local_gpus: float | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> JobResult:
     """Swap faces in every requested video. Per-video failures are in the results (never raised);
-    only job-wide problems (no model, bad configuration) raise."""
+    only job-wide problems (no model, bad configuration, work dir not writable) raise, before Ray starts,
+    with `report_path` set on the exception when a report of the failed job could be written."""
     started = time.perf_counter()
+    run_id = new_run_id()
     progress = progress or Progress(quiet=True)
-    job = prepare_job(requests, options, config, progress)
+    try:
+        job = prepare_job(requests, options, config, progress)
+    except FfrayError as exc:
+        progress.close()
+        exc.report_path = _report_failed_job(requests, options, config, exc, run_id, report_path,  # type: ignore[attr-defined]
+                                             time.perf_counter() - started)
+        raise
     results, infos, table, plans, done, tasks = job.results, job.infos, job.table, job.plans, job.done, job.tasks
     videos = table.videos
 
@@ -478,35 +476,62 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
             remuxes[res.video_id] = pool.submit(_remux_video, videos[key], infos[key], plans[key], done[key],
                                                 res, started)
 
+    def reuse(task, rec: ChunkRecord) -> None:  # a concurrent job's chunk, verified like a resumed one
+        done[task.video_key][rec.chunk_index] = rec
+        for res in sharing[task.video_key]:
+            res.reused_chunks += 1
+            progress.reuse(res.video_id, rec.frames)
+        maybe_remux(task.video_key)
+
+    def pending(task) -> bool:
+        return any(res.status == "pending" for res in sharing[task.video_key])
+
+    def wait_for_others(waiting: list) -> tuple[list, list]:
+        for res in results:
+            if res.video_key in {t.video_key for t in waiting} and res.status == "pending":
+                progress.set_state(res.video_id, "waiting")
+        taken, waiting = leases.wait(waiting, job.ledgers, on_reused=reuse, wanted=pending)
+        for res in results:
+            if res.video_key in {t.video_key for t in taken} and res.status == "pending":
+                progress.set_state(res.video_id, "running")  # its other job died: its chunks run here
+        return taken, waiting
+
+    # chunks another live job holds are not run here: after this job's own, it waits for their records
+    leases = ChunkLeases(run_id, config.lease_ttl_s)
     try:
+        tasks, reused, waiting = leases.claim(tasks, job.ledgers)
+        for task, rec in reused:
+            reuse(task, rec)
         for key in sharing:
             maybe_remux(key)
-        if tasks:
-            import ray
+        started_ray = None  # connected for the first round that has chunks to run
+        with_enhancer = bool(options.face_enhancer_model)
+        try:
+            while tasks or waiting:
+                if not tasks:
+                    tasks, waiting = wait_for_others(waiting)
+                    continue
+                if started_ray is None:
+                    import ray
 
-            started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus, num_gpus=local_gpus)
-            try:
-                resources = ray.cluster_resources()
-                cluster_gpus = float(resources.get("GPU", 0))
-                with_enhancer = bool(options.face_enhancer_model)
-                in_use = ("detector", "swapper", *(("enhancer",) if with_enhancer else ()), "writer")
-                effective = config.resolved(cluster_gpus, float(resources.get("CPU", 0)), in_use)
-                check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
-                table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
-                _configure_data_context(effective, quiet)
-                urls = [config.work_dir, *(r.target for r in requests), *(r.output for r in requests),
-                        *(s for r in requests for s in r.sources)]
-                ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer,
-                                   env_vars=storage_env(urls))
-                for row in ds.iter_rows():
+                    started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus,
+                                              num_gpus=local_gpus, timeout_s=connect_timeout)
+                    resources = ray.cluster_resources()
+                    cluster_gpus = float(resources.get("GPU", 0))
+                    in_use = ("detector", "swapper", *(("enhancer",) if with_enhancer else ()), "writer")
+                    effective = config.resolved(cluster_gpus, float(resources.get("CPU", 0)), in_use)
+                    check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
+                    table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
+                    _configure_data_context(effective, quiet)
+                ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
+                tasks = []
+                for row in result_rows(ds):
                     rows.append({k: v for k, v in row.items()})
                     key = str(row["video_key"])
                     if row["error"]:
                         for res in sharing[key]:
                             if res.status == "pending":
-                                res.fail(f"chunk {int(row['chunk_index'])} (frames {int(row['start'])}-"
-                                         f"{int(row['end']) - 1}): {row['error']}",
-                                         "input" if str(row["error"]).startswith("MediaError") else "processing")
+                                res.fail(chunk_failure(res.target, row), str(row.get("error_kind") or "processing"))
                                 progress.set_state(res.video_id, "failed", res.error)
                         continue
                     seconds = sum(float(row[f"{s}_s"]) for s in ("read", *STAGES) if f"{s}_s" in row)
@@ -516,19 +541,21 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                                       size=int(row["size"]), frames=int(row["frames"]), faces=int(row["faces"]),
                                       seconds=seconds)
                     job.ledgers[key].append(rec)
+                    leases.release(lease_uri(job.ledgers[key].video_dir, rec.chunk_index, rec.chunk_id))
                     done[key][rec.chunk_index] = rec
                     for res in sharing[key]:
                         progress.advance(res.video_id, rec.frames)
                     maybe_remux(key)
-                stats_text = ds.stats()
-            finally:
-                if started_ray:
-                    ray.shutdown()
+                stats_text = "\n".join(filter(None, (stats_text, ds.stats())))
+        finally:
+            if started_ray:
+                ray.shutdown()
         for vid, fut in remuxes.items():
             fut.result()
             res = next(r for r in results if r.video_id == vid)
             progress.set_state(vid, res.status, res.output if res.status == "done" else res.error)
     finally:
+        leases.close()
         pool.shutdown(wait=True)
         progress.close()
 
@@ -542,12 +569,41 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                 res.faces = sum(r.faces for r in done[key].values())
 
     report = build_report(job.job_id, job.job_dir, results, rows, effective, options, job.model_hashes,
-                          time.perf_counter() - started, stats_text)
-    report_file = join(job.job_dir, "report.json")
-    write_json_atomic(report_file, report)
-    if report_path:
-        write_json_atomic(report_path, report)
-    return JobResult(job.job_id, job.job_dir, results, report, report_path or report_file)
+                          time.perf_counter() - started, stats_text, run_id=run_id)
+    report_file = write_reports(job.job_dir, run_id, report, report_path)
+    return JobResult(job.job_id, job.job_dir, results, report, report_file)
+
+
+def _report_failed_job(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig,
+                       exc: FfrayError, run_id: str, report_path: str | None, seconds: float) -> str:
+    """The report of a job that failed before it started (its own run folder; the per-video keys, hence
+    the real job id, were never computed: the id hashes the requests and options instead). Written
+    where it can be; silently skipped where not (the work dir may be what failed)."""
+    ident = [json.dumps([r.target, r.output, list(r.sources)]) for r in requests]
+    job_id = job_identity(["not started", *ident, json.dumps(options.to_dict(), sort_keys=True, default=str)])
+    try:
+        job_dir = join(work_root(config.work_dir), "jobs", job_id)
+    except Exception:  # a work dir that is not even a path
+        return ""
+    results = [VideoResult(_video_id(i, r.target), r.target, r.output) for i, r in enumerate(requests)]
+    for res in results:
+        res.fail(exc, _kind(exc))
+    report = build_report(job_id, job_dir, results, [], config, options, {}, seconds, "", run_id=run_id,
+                          error=str(exc))
+    return write_reports(job_dir, run_id, report, report_path, warn=False)
+
+
+def result_rows(ds):
+    """The writer's result rows as they stream, with Ray's one harmless ERROR line per pool held back."""
+    with without_harmless_core_worker_lines():
+        yield from ds.iter_rows()
+
+
+def chunk_failure(target: str, row: dict) -> str:
+    """`TARGET: chunk N (frames A-B): problem`: the file first, like every user-facing error."""
+    problem = str(row["error"])
+    problem = problem[len(target) + 2:] if problem.startswith(f"{target}: ") else problem
+    return f"{target}: chunk {int(row['chunk_index'])} (frames {int(row['start'])}-{int(row['end']) - 1}): {problem}"
 
 
 def check_placeable(config: PipelineConfig, cluster_gpus: float, with_enhancer: bool) -> None:
@@ -576,26 +632,42 @@ def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord]
         segments = [done[c.index].segment for c in plan]
         out = remux(video.uri, segments, res.output, info=info)
         res.output_info = dataclasses.asdict(out)
+        try:  # so that a rerun finds this output done instead of refusing it as someone else's file
+            outputs.write_record(video.segment_dir.rsplit("/", 1)[0], res.output,  # the video key's folder
+                                 {**res.output_info, "faces": sum(done[c.index].faces for c in plan)})
+        except OSError as exc:
+            log.warning("%s: cannot record the output (%s); a rerun will refuse to replace it", res.output, exc)
         res.status = "done"
         res.seconds = round(time.perf_counter() - job_started, 3)  # job start to this output in place
     except FfrayError as exc:
         res.fail(exc, _kind(exc))
     except Exception as exc:  # remux of one video must not lose the others
-        res.fail(f"{res.output}: remux failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, OSError) and exc.errno is not None:
+            res.fail(f"{res.output}: {storage_error_text(exc)}")
+        else:
+            res.fail(f"{res.output}: remux failed: {type(exc).__name__}: {exc}")
 
 
 def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: list[dict], config: PipelineConfig,
-                 options: FaceOptions, model_hashes: dict[str, str], seconds: float, stats_text: str) -> dict:
+                 options: FaceOptions, model_hashes: dict[str, str], seconds: float, stats_text: str,
+                 run_id: str = "", error: str = "") -> dict:
+    """`error`: why the whole job failed before it started (status failed)."""
     frames_run = sum(int(r["frames"]) for r in rows if not r["error"])
+    succeeded = sum(v.status == "done" for v in results)
+    status = "done" if succeeded == len(results) and not error else "partial" if succeeded else "failed"
     per_video = [
         {"video_id": v.video_id, "video_key": v.video_key, "target": v.target, "output": v.output, "status": v.status, "error": v.error,
          "frames": v.frames, "faces": v.faces, "chunks": v.chunks, "resumed_chunks": v.resumed_chunks,
+         "reused_chunks": v.reused_chunks,
          "seconds": v.seconds, "output_info": v.output_info}
         for v in results
     ]
-    return {
+    return redact_data({  # URLs may carry user:password@ (--model-source, targets, outputs)
         "job_id": job_id,
         "job_dir": job_dir,
+        "run_id": run_id,
+        "status": status,  # done: every video; partial: some; failed: none (or the job never started)
+        "error": error,
         "videos": per_video,
         "stages": stage_figures([r for r in rows if not r["error"]]),
         "totals": {
@@ -607,6 +679,7 @@ def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: li
             "frames_processed_this_run": frames_run,
             "chunks_processed_this_run": sum(1 for r in rows if not r["error"]),
             "chunks_resumed": sum(v.resumed_chunks for v in results),
+            "chunks_reused_from_concurrent_job": sum(v.reused_chunks for v in results),
             "seconds": round(seconds, 3),
             "frames_per_second": round(frames_run / seconds, 2) if seconds > 0 else None,
         },
@@ -615,4 +688,4 @@ def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: li
         "versions": versions(),
         "models": model_hashes,
         "ray_stats": stats_text,
-    }
+    })

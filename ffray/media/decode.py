@@ -208,8 +208,5 @@ def decode_all(uri: str | os.PathLike) -> Iterator[tuple[int | None, np.ndarray]
         packets = _video_packets(container, stream)  # FFmpeg's decode loop: empty packets skipped
         if container.format.name == "ogg":
             packets = _ogg_start_fixed(packets)
-        for packet in packets:
-            for frame in stream.decode(packet):
-                yield frame.pts, frame_to_bgr(frame)
-        for frame in stream.decode(None):
+        for frame in _decoded(packets, stream, str(uri), "decoding from the stream start"):
             yield frame.pts, frame_to_bgr(frame)

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from ffray.errors import InputError
-from ffray.pipeline.storage import is_url, join, write_json_atomic
+from ffray.pipeline.storage import is_url, join, local_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,7 @@ OUTPUTS = "outputs"  # folder of output records below a video key's folder
 
 
 def _local(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    return os.path.expanduser(path)
+    return str(local_path(path))
 
 
 def normalise_url(url: str) -> str:

@@ -18,12 +18,11 @@ import os
 import tempfile
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 from ffray.errors import InputError, MediaError, ModelError
 from ffray.faces.options import FaceOptions
 from ffray.pipeline.config import PipelineConfig
-from ffray.pipeline.storage import is_url
+from ffray.pipeline.storage import failure_reason, is_url, local_path
 
 PROBE_PREFIX = ".ffray-probe-"
 
@@ -137,7 +136,7 @@ class OutputFolders:
 def _parent(uri: str) -> str:
     if is_url(uri):
         return uri.rstrip("/").rsplit("/", 1)[0]
-    return str(Path(uri.removeprefix("file://")).expanduser().absolute().parent)
+    return str(local_path(uri).parent)
 
 
 def probe_writable(folder: str, create: bool) -> str | None:
@@ -154,7 +153,7 @@ def probe_writable(folder: str, create: bool) -> str | None:
             fs.pipe_file(probe, b"ffray write probe\n")
             fs.rm_file(probe)
             return None
-        path = Path(folder.removeprefix("file://")).expanduser().absolute()
+        path = local_path(folder)
         if create:
             path.mkdir(parents=True, exist_ok=True)
         else:
@@ -170,5 +169,4 @@ def probe_writable(folder: str, create: bool) -> str | None:
             os.unlink(name)
         return None
     except Exception as exc:  # OSError, or an object store's own errors (credentials, endpoint, ...)
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return getattr(exc, "strerror", None) or text or type(exc).__name__
+        return failure_reason(exc)

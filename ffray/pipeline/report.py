@@ -88,7 +88,7 @@ def write_reports(job_dir: str, run_id: str, report: dict, extra: str | None = N
 
     The report comes after the outputs, which are the deliverable: a report that cannot be written (disk
     full, read-only or wrong path) is a one-line warning on stderr (`warn`), never a failed run."""
-    from ffray.pipeline.storage import join, write_json_atomic
+    from ffray.pipeline.storage import failure_reason, join, write_json_atomic
 
     run_file = join(job_dir, "runs", run_id, "report.json")
     written, problems = [], []
@@ -97,8 +97,7 @@ def write_reports(job_dir: str, run_id: str, report: dict, extra: str | None = N
             write_json_atomic(path, report)
             written.append(path)
         except Exception as exc:  # OSError, or an object store's own errors
-            reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0] or type(exc).__name__
-            problems.append(f"{path}: cannot write the run report ({reason})")
+            problems.append(f"{path}: cannot write the run report ({failure_reason(exc)})")
     if problems and warn:
         print(f"ffray: warning: {'; '.join(problems)}", file=sys.stderr)  # one line, however many failed
     elif problems:

@@ -148,10 +148,11 @@ def error_text(exc: BaseException) -> str:
 def storage_error_text(exc: OSError) -> str:
     """A full disk, a read-only or missing folder: the system's words and the folder, not a bug report
     (the file itself is often a hidden temporary name)."""
-    import errno
     import os
 
-    reason = exc.strerror or os.strerror(exc.errno or 0) or errno.errorcode.get(exc.errno or 0, str(exc))
+    from ffray.pipeline.storage import failure_reason
+
+    reason = failure_reason(exc)
     where = os.path.dirname(str(exc.filename)) if exc.filename else ""
     return f"cannot write to {where}: {reason}" if where else reason
 

@@ -24,13 +24,21 @@ def is_url(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def local_path(uri: str | os.PathLike) -> Path:
+    """A local path or file:// URL as an absolute path (`~` expanded, symlinks kept)."""
+    return Path(os.fspath(uri).removeprefix("file://")).expanduser().absolute()
+
+
 def work_root(work_dir: str) -> str:
     """The work dir as an absolute path, or the URL as given."""
-    if is_url(work_dir):
-        return work_dir.rstrip("/")
-    if work_dir.startswith("file://"):
-        work_dir = work_dir[len("file://"):]
-    return str(Path(work_dir).expanduser().absolute())
+    return work_dir.rstrip("/") if is_url(work_dir) else str(local_path(work_dir))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a storage operation failed, in the system's words ("No space left on device"), else the first
+    line of the message (object stores' own errors), else the exception's type."""
+    first = (str(exc).splitlines() or [""])[0]
+    return getattr(exc, "strerror", None) or first or type(exc).__name__
 
 
 def join(base: str, *parts: str) -> str:

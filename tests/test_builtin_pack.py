@@ -97,7 +97,7 @@ def test_derived_points_follow_rotation():
 def test_face_distance_separates_people_at_the_default_threshold(analyser):
     a1, a2, a3 = (one_face(analyser, meds(n)) for n in ("aa-S001-01", "aa-S001-02", "aa-S001-03"))
     others = [one_face(analyser, meds(n)) for n in ("aa-S029-01", "af-S419-01")]
-    threshold = FaceOptions().reference_face_distance
+    threshold = FaceOptions().reference_distance  # the builtin pack's default
     for a, b in ((a1, a2), (a1, a3), (a2, a3)):
         assert analyser.face_distance(a, b) < threshold
         assert analyser.face_distance(a, b) == pytest.approx(dlib_distance(a, b) / 2)

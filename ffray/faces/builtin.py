@@ -25,9 +25,10 @@ size, landmarker, recognizer, swapper and enhancer model names, occluder/parser 
 the box mask options (`face_mask_blur`, `face_mask_padding`) do.
 
 Identity distance. `face_distance` is half dlib's Euclidean distance between 128-D descriptors, so
-that FaceFusion's `reference_face_distance` threshold keeps its meaning: the default 0.3 equals dlib's
-usual same-person tolerance of 0.6 (same person typically 0.27-0.41 in dlib units, others 0.7-0.9).
-`dlib_distance` gives the raw Euclidean distance.
+that `reference_face_distance` reads on a scale like FaceFusion's: the pack's default
+(`REFERENCE_DISTANCES["builtin"]` in ffray.faces.options, 0.3) equals dlib's usual same-person tolerance
+of 0.6 (same person 0.27-0.44 in dlib units on the test assets, others 0.75-0.92). `dlib_distance`
+gives the raw Euclidean distance.
 
 Swap. Per target face, in a crop aligned on FaceFusion's `ffhq_512` template at the face's own
 resolution: the source face is warped onto the target's five points (affine least squares), its colour
@@ -55,8 +56,8 @@ import numpy as np
 from ffray.faces.align import estimate_matrix, template_points, transform_points, warp_face
 from ffray.faces.detect import Candidates, detect_faces, nms_threshold
 from ffray.faces.masks import combine_masks, create_box_mask
-from ffray.faces.options import FaceOptions
-from ffray.faces.paste import paste_area, paste_back
+from ffray.faces.options import REFERENCE_DISTANCES, FaceOptions
+from ffray.faces.paste import paste_area, paste_into
 from ffray.faces.select import average_identity
 from ffray.faces.types import Face
 from ffray.models.store import file_digests
@@ -158,6 +159,8 @@ class _HogDetector:
 
 class BuiltinAnalyser:
     """Detector (dlib HOG), landmarks (dlib 5-point) and recognizer (dlib ResNet, 128-D)."""
+
+    distance_scale = REFERENCE_DISTANCES["builtin"]  # what face_distance measures, and its default threshold
 
     def __init__(self, options: FaceOptions | None = None, upsample: int | None = None):
         dlib = _dlib()
@@ -321,10 +324,10 @@ class BuiltinSwapper:
         return BuiltinSource(crop=crop, points=points, embedding=embedding)
 
     def swap(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-             source: BuiltinSource) -> list[np.ndarray]:
+             source: BuiltinSource, inplace: bool = False) -> list[np.ndarray]:
         out = []
         for frame, frame_faces in zip(frames, faces, strict=True):
-            result = frame.copy()
+            result = frame if inplace else frame.copy()
             for face in frame_faces:
                 result = self._swap_face(result, face, source)
             out.append(result)
@@ -358,7 +361,8 @@ class BuiltinSwapper:
         # seamlessClone may write into its mask argument
         cloned = cv2.seamlessClone(matched, target_crop, clone_mask.copy(), centre, cv2.NORMAL_CLONE)
 
-        return paste_back(frame, cloned.astype(np.float32), self._crop_mask(target_points, size), matrix)
+        paste_into(frame, cloned.astype(np.float32), self._crop_mask(target_points, size), matrix)
+        return frame
 
     def _crop_mask(self, points: np.ndarray, size: int) -> np.ndarray:
         return combine_masks([
@@ -387,10 +391,11 @@ class BuiltinEnhancer:
         self.options = options or FaceOptions()
         self.model_hashes: dict[str, str] = {}
 
-    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
+    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
+                inplace: bool = False) -> list[np.ndarray]:
         out = []
         for frame, frame_faces in zip(frames, faces, strict=True):
-            result = frame.copy()
+            result = frame if inplace else frame.copy()
             for face in frame_faces:
                 result = self._enhance_face(result, face)
             out.append(result)
@@ -412,4 +417,5 @@ class BuiltinEnhancer:
             feathered_mask(points, size),
             create_box_mask((size, size), self.options.face_mask_blur, (0, 0, 0, 0)),
         ]) * blend
-        return paste_back(frame, sharpened, mask, matrix)
+        paste_into(frame, sharpened, mask, matrix)
+        return frame

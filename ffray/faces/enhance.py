@@ -17,7 +17,7 @@ import numpy as np
 from ffray.faces.align import warp_face
 from ffray.faces.detect import has_dynamic_batch
 from ffray.faces.masks import MaskModels, MaskOptions, combine_masks, create_box_mask
-from ffray.faces.paste import blend_frames, paste_back
+from ffray.faces.paste import blend_frames, paste_area, paste_into
 from ffray.faces.swap import prepare_crop
 from ffray.faces.types import Face
 
@@ -80,9 +80,10 @@ class Enhancer:
         outputs = self.run_model([prepare_enhancer_crop(c) for c in crops])
         return [normalise_enhancer_output(o) for o in outputs]
 
-    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
+    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
+                inplace: bool = False) -> list[np.ndarray]:
         cfg = self.config
-        out = [frame.copy() for frame in frames]
+        out = list(frames) if inplace else [frame.copy() for frame in frames]
         for wave in range(max((len(f) for f in faces), default=0)):
             members = [i for i, f in enumerate(faces) if len(f) > wave]
             warped = [warp_face(out[i], faces[i][wave].landmark_5_68, cfg.template, cfg.size) for i in members]
@@ -96,6 +97,10 @@ class Enhancer:
             enhanced = self.enhance_crops(crops)
             factor = blend_factor(cfg.blend)
             for i, crop, mask_list, (_, matrix) in zip(members, enhanced, masks, warped, strict=True):
-                pasted = paste_back(out[i], crop, combine_masks(mask_list), matrix)
-                out[i] = blend_frames(out[i], pasted, factor)
+                # FaceFusion blends whole frames; outside the paste area both are equal and
+                # addWeighted(x, 1 - f, x, f) rounds back to x, so blending the area alone is the same
+                (x1, y1, x2, y2), _ = paste_area(out[i].shape, crop.shape, matrix)
+                before = out[i][y1:y2, x1:x2].copy()
+                if paste_into(out[i], crop, combine_masks(mask_list), matrix) is not None:
+                    out[i][y1:y2, x1:x2] = blend_frames(before, out[i][y1:y2, x1:x2], factor)
         return out

@@ -14,9 +14,6 @@ import numpy as np
 
 from ffray.errors import InputError, MediaError
 from ffray.faces.options import FaceOptions
-from ffray.faces.packs import load_analyser, load_enhancer, load_swapper
-from ffray.faces.select import choose_reference_face, largest_face, select_faces
-from ffray.faces.types import Face, FaceAnalyser
 from ffray.media.io import check_readable, open_output_atomic, split_uri
 
 log = logging.getLogger(__name__)
@@ -74,13 +71,6 @@ def write_image(uri: str | os.PathLike, image: np.ndarray) -> None:
             handle.write(data)
 
 
-def _faces_of(analyser: FaceAnalyser, image: np.ndarray, uri: str | os.PathLike, embed: bool) -> list[Face]:
-    faces = analyser.analyse([image], embed=embed)[0]
-    if not faces:
-        raise InputError(f"{os.fspath(uri)}: no face found")
-    return faces
-
-
 def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, output: str | os.PathLike,
                options: FaceOptions, execution=None, store=None) -> dict:
     """Swap the sources' identity (largest face of each source image) into the selected faces of
@@ -90,6 +80,8 @@ def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, 
     `reference_face_image` when given, else from the target's own faces (`reference_face_position`
     after sort/filter).
     """
+    from ffray.faces.frame import FrameSwap
+
     if not sources:
         raise InputError("swap-image: at least one --source image is required")
     encode_check = np.zeros((1, 1, 3), np.uint8)
@@ -99,33 +91,18 @@ def swap_image(sources: Sequence[str | os.PathLike], target: str | os.PathLike, 
     target_image = read_image(target)
     reference_image = read_image(options.reference_face_image) if options.reference_face_image else None
 
-    analyser: FaceAnalyser = load_analyser(options, execution, store)
-    source_faces = []
-    for uri, image in zip(sources, source_images, strict=True):
-        source_faces.append(largest_face(_faces_of(analyser, image, uri, embed=True)))
-
-    reference_mode = options.face_selector_mode == "reference"
-    target_faces = _faces_of(analyser, target_image, target, embed=reference_mode)
+    job = FrameSwap(options, execution, store)
+    source_faces = job.source_faces(source_images, sources)
+    target_faces = job.analyse(target_image)
+    if not target_faces:
+        raise InputError(f"{os.fspath(target)}: no face found")
     reference = None
-    if reference_mode:
-        reference_faces = target_faces if reference_image is None else \
-            _faces_of(analyser, reference_image, options.reference_face_image, embed=True)
-        reference = choose_reference_face(reference_faces, options, source_faces)
-    selected = select_faces(target_faces, options, reference, distance=analyser.face_distance,
-                            source_faces=source_faces)
+    if options.face_selector_mode == "reference":
+        reference = job.image_reference(target_faces, source_faces, reference_image)
+    selected = job.select(target_faces, reference, source_faces)
     log.info("swap-image: %d of %d target faces selected", len(selected), len(target_faces))
 
-    result = target_image
-    hashes = dict(analyser.model_hashes)
-    if selected:
-        swapper = load_swapper(options, execution, store)
-        identity = swapper.prepare_source(source_images, source_faces)
-        result = swapper.swap([target_image], [selected], identity)[0]
-        hashes.update(swapper.model_hashes)
-        enhancer = load_enhancer(options, execution, store)
-        if enhancer is not None:
-            result = enhancer.enhance([result], [selected])[0]
-            hashes.update(enhancer.model_hashes)
+    result = job.swap(target_image, selected, source_images, source_faces)
     write_image(output, result)
     return {"output": os.fspath(output), "target_faces": len(target_faces), "swapped_faces": len(selected),
-            "model_hashes": hashes}
+            "model_hashes": job.model_hashes}

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,8 +21,14 @@ def box_mask_numbers(crop_width: int, blur: float) -> tuple[int, int, float]:
 
 def create_box_mask(crop_size: tuple[int, int], blur: float,
                     padding: Sequence[int] = (0, 0, 0, 0)) -> np.ndarray:
-    """Box mask for a crop of (width, height); `padding` in percent (top, right, bottom, left)."""
-    width, height = int(crop_size[0]), int(crop_size[1])
+    """Box mask for a crop of (width, height); `padding` in percent (top, right, bottom, left).
+    Read-only and shared: it depends on these numbers alone, and its blur (sigma ~19 px for a 512 crop)
+    cost more than the rest of an enhancer's CPU work per face when made every time."""
+    return _box_mask(int(crop_size[0]), int(crop_size[1]), float(blur), tuple(int(p) for p in padding))
+
+
+@functools.lru_cache(maxsize=64)
+def _box_mask(width: int, height: int, blur: float, padding: tuple[int, ...]) -> np.ndarray:
     blur_amount, blur_area, sigma = box_mask_numbers(width, blur)
     mask = np.ones((height, width), dtype=np.float32)
     mask[:max(blur_area, int(height * padding[0] / 100)), :] = 0
@@ -30,6 +37,7 @@ def create_box_mask(crop_size: tuple[int, int], blur: float,
     mask[:, -max(blur_area, int(width * padding[1] / 100)):] = 0
     if blur_amount > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    mask.flags.writeable = False
     return mask
 
 

@@ -18,9 +18,9 @@ from ffray.faces.embed import ArcFace
 from ffray.faces.enhance import Enhancer, EnhancerConfig
 from ffray.faces.landmark import Landmarker68, Landmarker68From5
 from ffray.faces.masks import FaceParser, MaskModels, MaskOptions, Occluder
-from ffray.faces.options import FaceOptions
+from ffray.faces.options import REFERENCE_DISTANCES, FaceOptions
 from ffray.faces.select import face_distance
-from ffray.faces.swap import SourceIdentity, Swapper, SwapperConfig, read_emap
+from ffray.faces.swap import SourceIdentity, Swapper, SwapperConfig, needs_target_embeddings, read_emap
 from ffray.faces.types import Face
 
 MANY_DETECTORS = ("retinaface", "scrfd", "yolo_face")  # FaceFusion's `many` (not yunet)
@@ -71,6 +71,8 @@ class OnnxFaceAnalyser:
     face, source faces included). `fan_68_5` and batch size can be overridden (tests pass contract
     models)."""
 
+    distance_scale = REFERENCE_DISTANCES["facefusion"]  # what face_distance measures, and its default threshold
+
     def __init__(self, options: FaceOptions, execution=None, store=None, batch_size: int = DEFAULT_BATCH_SIZE,
                  fan_68_5: str = "fan_68_5"):
         self.options = options
@@ -110,6 +112,20 @@ class OnnxFaceAnalyser:
 
     def face_distance(self, a: Face, b: Face) -> float:
         return face_distance(a, b)
+
+    def classify(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """FairFace's age/gender/race into the `extra` of faces of `frame` that lack them (for display:
+        `ffray faces`). Loads --face-classifier-model when no selector filter did; `analyse` is unchanged."""
+        todo = [f for f in faces if "gender" not in f.extra]
+        if not todo:
+            return
+        classifier = self.classifier or getattr(self, "_display_classifier", None)
+        if classifier is None:
+            session, spec, _ = self._loader.load(self.options.face_classifier_model, "classifier")
+            classifier = self._display_classifier = FairFace(session, self.batch_size, spec.mean, spec.std)
+        for face, classes in zip(todo, classifier.classify([frame] * len(todo), [f.landmark_5_68 for f in todo]),
+                                 strict=True):
+            face.extra.update(classes)
 
     def _landmark_68(self, frames, boxes, angles) -> list[tuple[np.ndarray, float]]:
         results = [m.landmarks(frames, boxes, angles) for m in self.landmarkers]
@@ -185,11 +201,14 @@ class OnnxFaceSwapper:
     def prepare_source(self, images: Sequence[np.ndarray], faces: Sequence[Face]) -> SourceIdentity:
         return self.swapper.prepare_source(images, faces)
 
+    def _needs_embeddings(self) -> bool:
+        return needs_target_embeddings(self.swapper.config.type, self.swapper.config.weight)
+
     def swap(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-             source: SourceIdentity) -> list[np.ndarray]:
-        if self.swapper.config.weight != 0.5 and self.swapper.config.type not in ("blendswap", "uniface"):
+             source: SourceIdentity, inplace: bool = False) -> list[np.ndarray]:
+        if self._needs_embeddings():
             faces = self._with_embeddings(frames, faces)
-        return self.swapper.swap(frames, faces, source)
+        return self.swapper.swap(frames, faces, source, inplace)
 
     def _with_embeddings(self, frames, faces):
         # identity balancing needs the targets' embeddings; faces from another stage may not carry them
@@ -220,5 +239,6 @@ class OnnxFaceEnhancer:
         models = _mask_models(self._loader, options, [t for t in masks.types if t == "occlusion"], batch_size)
         self.enhancer = Enhancer(session, config, models)
 
-    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
-        return self.enhancer.enhance(frames, faces)
+    def enhance(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
+                inplace: bool = False) -> list[np.ndarray]:
+        return self.enhancer.enhance(frames, faces, inplace)

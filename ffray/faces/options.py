@@ -27,6 +27,27 @@ MASK_REGIONS = (
 
 
 @dataclass(frozen=True)
+class DistanceScale:
+    """What a pack's identity distance (`FaceAnalyser.face_distance`) measures, and the
+    `reference_face_distance` it matches below when the option is not given."""
+
+    default: float
+    meaning: str
+
+
+# Each pack's recognizer and its distance. builtin: dlib's same-person tolerance is 0.6 in its own
+# units (0.3 here); measured on the shared test assets (tests/test_cli_faces.py), the same person
+# is 0.27-0.44 in dlib units (three photos, and one person across frames of video_01.mp4), other
+# people 0.75-0.92, so 0.6 sits midway between the two.
+REFERENCE_DISTANCES = {
+    "facefusion": DistanceScale(0.3, "FaceFusion's (1 - cosine similarity of the recognizer's embeddings) / 2, "
+                                     "0..1"),
+    "builtin": DistanceScale(0.3, "half dlib's Euclidean distance between 128-D descriptors (dlib's usual "
+                                  "same-person tolerance 0.6 is 0.3 here)"),
+}
+
+
+@dataclass(frozen=True)
 class FaceOptions:
     # "builtin": dlib + classical swap/enhance, no download, CPU; "facefusion": FaceFusion's ONNX models
     pack: str = "builtin"
@@ -48,7 +69,7 @@ class FaceOptions:
     face_selector_race: str | None = None
     face_classifier_model: str = "fairface"
     reference_face_position: int = 0
-    reference_face_distance: float = 0.3
+    reference_face_distance: float | None = None  # None: the pack's default (REFERENCE_DISTANCES)
     reference_frame_number: int = 0
     reference_face_image: str | None = None  # ffray: pick the reference face from an image instead of a frame
     face_swapper_model: str = "hyperswap_1a_256"
@@ -66,6 +87,11 @@ class FaceOptions:
     face_parser_model: str = "bisenet_resnet_34"
 
     def __post_init__(self) -> None:
+        if isinstance(self.reference_face_distance, str):  # a manifest cell or a config string
+            try:
+                object.__setattr__(self, "reference_face_distance", float(self.reference_face_distance))
+            except ValueError:
+                raise InputError(f"--reference-face-distance {self.reference_face_distance}: not a number") from None
         if self.face_selector_gender not in (None, *SELECTOR_GENDERS):
             raise InputError(f"--face-selector-gender {self.face_selector_gender}: choose from "
                              f"{', '.join(SELECTOR_GENDERS)}")
@@ -76,6 +102,16 @@ class FaceOptions:
                           ("--face-selector-age-end", self.face_selector_age_end)):
             if age is not None and not 0 <= age <= 100:
                 raise InputError(f"{flag} {age}: must be 0..100")
+
+    @property
+    def reference_distance(self) -> float:
+        """The reference-mode threshold: the option when given, else the pack's default (the value keeps
+        the meaning of the pack's distance, see REFERENCE_DISTANCES)."""
+        if self.reference_face_distance is not None:
+            return self.reference_face_distance
+        if self.pack not in REFERENCE_DISTANCES:
+            raise InputError(f"--pack {self.pack}: choose from {', '.join(PACKS)}")
+        return REFERENCE_DISTANCES[self.pack].default
 
     def check_pack_supports_filters(self) -> None:
         """Checked when the analyser loads, not at construction: a config file may set the pack after
@@ -164,18 +200,24 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--face-classifier-model", default=d.face_classifier_model, metavar=model,
                    help="age/gender/race classifier for the selector filters (default: %(default)s)")
     g.add_argument("--reference-face-position", type=int, default=d.reference_face_position, metavar="N",
-                   help="reference mode: the N-th face (from 0) of the reference frame, counted in "
-                        "--face-selector-order (default: %(default)s)")
-    g.add_argument("--reference-face-distance", type=float, default=d.reference_face_distance, metavar="0..1",
-                   help="reference mode: a face matches when its identity distance to the reference is below "
-                        "this; facefusion pack: FaceFusion's (1 - cosine similarity of ArcFace embeddings) / 2; "
-                        "builtin pack: half dlib's descriptor distance, so 0.3 is dlib's usual 0.6 "
-                        "(default: %(default)s)")
+                   help="reference mode: the reference face is the N-th face (from 0) of the reference frame or "
+                        "--reference-face-image, counted in --face-selector-order among the faces the "
+                        "age/gender/race filters keep (the numbers `ffray faces` shows); past the last face "
+                        "means the last (default: %(default)s)")
+    distances = ", ".join(f"{pack} {scale.default:g}" for pack, scale in REFERENCE_DISTANCES.items())
+    meanings = "; ".join(f"{pack}: {scale.meaning}" for pack, scale in REFERENCE_DISTANCES.items())
+    g.add_argument("--reference-face-distance", type=float, default=None, metavar="DISTANCE",
+                   help="reference mode: a face is swapped when its identity distance to the reference face is "
+                        f"below this (`ffray faces` shows each face's). The scale is the pack's: {meanings} "
+                        f"(default: the pack's: {distances})")
     g.add_argument("--reference-frame-number", type=int, default=d.reference_frame_number, metavar="N",
-                   help="reference mode: the frame (from 0) the reference face is taken from (default: %(default)s)")
+                   help="reference mode: the video frame (from 0, in presentation order, as `ffray faces --frame` "
+                        "counts) the reference face is taken from; unused with --reference-face-image and for "
+                        "image targets, whose own faces are the reference faces (default: %(default)s)")
     g.add_argument("--reference-face-image", default=None, metavar="IMG",
-                   help="reference mode: take the reference face (its largest) from this image instead of a "
-                        "frame (default: off)")
+                   help="reference mode: take the reference face from this image instead of a frame, the face at "
+                        "--reference-face-position (default position 0 in order large-small: its largest) "
+                        "(default: off)")
     g.add_argument("--face-swapper-model", "--swapper", dest="face_swapper_model", default=d.face_swapper_model,
                    metavar=model, help="face swapper (default: %(default)s)")
     g.add_argument("--face-swapper-pixel-boost", type=int, default=None, metavar="PX",

@@ -6,10 +6,11 @@ landmarker, recognizer), the swapper stage a swapper, the enhancer stage an enha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ffray.faces.options import FaceOptions
-from ffray.faces.types import FaceAnalyser, FaceEnhancer, FaceSwapper
+from ffray.faces.types import Face, FaceAnalyser, FaceEnhancer, FaceSwapper
 
 if TYPE_CHECKING:
     from ffray.models.sessions import ExecutionOptions
@@ -50,6 +51,29 @@ def load_enhancer(options: FaceOptions, execution: ExecutionOptions | None = Non
     from ffray.faces import onnx_pack
 
     return onnx_pack.OnnxFaceEnhancer(options, execution, store)
+
+
+def face_warps(options: FaceOptions) -> Callable[[Face], list[tuple[str, int]]]:
+    """face -> the (template, crop size) of every warp the swapper and enhancer stages make of its
+    frame for it (the patch a face travels in must cover them: paste.warps_footprint). Read from the
+    options and the registry, without loading a model, so the detector stage can cut patches."""
+    if options.pack == "builtin":
+        from ffray.faces.builtin import CROP_TEMPLATE, crop_size_for
+
+        return lambda face: [(CROP_TEMPLATE, crop_size_for(face))]
+    from ffray.faces.embed import ARCFACE_SIZE, ARCFACE_TEMPLATE
+    from ffray.faces.swap import needs_target_embeddings
+    from ffray.models.registry import get_spec
+    from ffray.models.store import parse_model_ref
+
+    swapper = get_spec(parse_model_ref(options.face_swapper_model)[0])
+    warps = [(swapper.template, int(options.face_swapper_pixel_boost or swapper.size[0]))]
+    if needs_target_embeddings(swapper.type, options.face_swapper_weight):
+        warps.append((ARCFACE_TEMPLATE, ARCFACE_SIZE))  # the swapper embeds targets itself
+    if options.face_enhancer_model:
+        enhancer = get_spec(parse_model_ref(options.face_enhancer_model)[0])
+        warps.append((enhancer.template, int(enhancer.size[0])))
+    return lambda face: warps
 
 
 # option field -> (its flag, the registry kind its model must be)

@@ -132,10 +132,10 @@ def select_faces(faces: Sequence[Face], options: FaceOptions, reference: Face | 
     """Target faces to process in one frame, in processing order.
 
     `many`: all faces sorted; `one`: the first after sorting; `reference`: every face whose
-    `distance` to `reference` is strictly below `reference_face_distance` (no reference: none), in the
-    order given (detection order): FaceFusion's `find_match_faces` matches the unsorted, unfiltered
-    target faces; only the reference frame's faces are sorted and filtered. `source_faces` resolve
-    the 'auto' gender/race filters.
+    `distance` to `reference` is strictly below `options.reference_distance` (the option, else the pack's
+    default; no reference: none), in the order given (detection order): FaceFusion's `find_match_faces`
+    matches the unsorted, unfiltered target faces; only the reference frame's faces are sorted and
+    filtered. `source_faces` resolve the 'auto' gender/race filters.
     """
     mode = options.face_selector_mode
     if mode not in SELECTOR_MODES:
@@ -143,7 +143,7 @@ def select_faces(faces: Sequence[Face], options: FaceOptions, reference: Face | 
     if mode == "reference":
         if reference is None:
             return []
-        return [face for face in faces if distance(face, reference) < options.reference_face_distance]
+        return [face for face in faces if distance(face, reference) < options.reference_distance]
     ordered = sort_and_filter_faces(faces, options, source_faces)
     return ordered if mode == "many" else ordered[:1]
 

@@ -17,7 +17,7 @@ import numpy as np
 from ffray.faces.align import transform_points, warp_face
 from ffray.faces.detect import has_dynamic_batch
 from ffray.faces.masks import MaskModels, MaskOptions, crop_masks_after, crop_masks_before
-from ffray.faces.paste import paste_back
+from ffray.faces.paste import paste_into
 from ffray.faces.select import average_identity, largest_face
 from ffray.faces.types import Face
 
@@ -89,6 +89,11 @@ def inswapper_latent(embedding: np.ndarray, emap: np.ndarray) -> np.ndarray:
 def balance_weight(face_swapper_weight: float) -> np.float32:
     """0.5 (the default) -> 0: no identity mixing; 1 -> -0.35; 0 -> 0.35."""
     return np.interp(face_swapper_weight, [0, 1], [0.35, -0.35]).astype(np.float32)
+
+
+def needs_target_embeddings(swapper_type: str, face_swapper_weight: float) -> bool:
+    """Identity balancing (weight != 0.5) mixes in the target's embedding; image-source types have none."""
+    return face_swapper_weight != 0.5 and swapper_type not in ("blendswap", "uniface")
 
 
 def balance_embedding(source: np.ndarray, target_embedding: np.ndarray | None, swapper_type: str,
@@ -229,10 +234,11 @@ class Swapper:
         return swapped
 
     def swap(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-             source: SourceIdentity) -> list[np.ndarray]:
-        """New frames with every given face swapped, faces in the given order; inputs untouched."""
+             source: SourceIdentity, inplace: bool = False) -> list[np.ndarray]:
+        """Frames with every given face swapped, faces in the given order: new frames, or (`inplace`)
+        the given ones, changed only inside each face's paste area."""
         cfg = self.config
-        out = [frame.copy() for frame in frames]
+        out = list(frames) if inplace else [frame.copy() for frame in frames]
         waves = max((len(f) for f in faces), default=0)
         for wave in range(waves):
             members = [i for i, f in enumerate(faces) if len(f) > wave]
@@ -246,5 +252,5 @@ class Swapper:
                          for t, w in zip(targets, warped, strict=True)]
             masks = crop_masks_after(swapped, landmarks, before, cfg.masks, self.mask_models)
             for i, crop, mask, (_, matrix) in zip(members, swapped, masks, warped, strict=True):
-                out[i] = paste_back(out[i], crop, mask, matrix)
+                paste_into(out[i], crop, mask, matrix)
         return out

@@ -46,3 +46,34 @@ def bit_depth_note(info) -> str | None:
     if info.bit_depth > PIPELINE_BIT_DEPTH:
         return f"{info.bit_depth}-bit source is processed and written as {PIPELINE_BIT_DEPTH}-bit"
     return None
+
+
+def yuv420_planes(flat: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y (h, w), U and V (h/2, w/2) views of a yuv420p frame's bytes laid out as `to_ndarray` gives them
+    (even sizes)."""
+    area = width * height
+    y = flat[:area].reshape(height, width)
+    u = flat[area:area + area // 4].reshape(height // 2, width // 2)
+    v = flat[area + area // 4:area + area // 2].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def paste_bgr_into_yuv420(flat: np.ndarray, width: int, height: int, box: tuple[int, int, int, int],
+                          bgr: np.ndarray, changed: np.ndarray, colorspace: int, color_range: int) -> None:
+    """Write the `changed` pixels of a BGR region (at `box` x1, y1, x2, y2) into a yuv420p frame's bytes,
+    in place, converted with the frame's own matrix and range (the ones frame_to_bgr read it with).
+    Every other luma sample, and the chroma of every 2x2 block without a changed pixel, keeps the
+    decoded bytes: outside the faces the output is the source's pixels, not a colour round trip."""
+    x1, y1, x2, y2 = box
+    ex1, ey1, ex2, ey2 = x1 - x1 % 2, y1 - y1 % 2, x2 + x2 % 2, y2 + y2 % 2  # whole chroma blocks
+    pad = ((y1 - ey1, ey2 - y2), (x1 - ex1, ex2 - x2))
+    region = np.pad(bgr, (*pad, (0, 0)), mode="edge")
+    mask = np.pad(changed, pad, constant_values=False)
+    converted = av.VideoFrame.from_ndarray(np.ascontiguousarray(region), format="bgr24").reformat(
+        format="yuv420p", dst_colorspace=colorspace, dst_color_range=color_range, interpolation=SWS_FLAGS)
+    ry, ru, rv = yuv420_planes(converted.to_ndarray().reshape(-1), ex2 - ex1, ey2 - ey1)
+    y, u, v = yuv420_planes(flat, width, height)
+    y[ey1:ey2, ex1:ex2][mask] = ry[mask]
+    blocks = mask.reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2).any(axis=(1, 3))
+    u[ey1 // 2:ey2 // 2, ex1 // 2:ex2 // 2][blocks] = ru[blocks]
+    v[ey1 // 2:ey2 // 2, ex1 // 2:ex2 // 2][blocks] = rv[blocks]

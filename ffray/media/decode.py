@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -40,32 +41,40 @@ class Frame:
     index: int  # frame index in the whole video (presentation order)
     pts: int  # presentation timestamp in the stream's time base
     time: float  # seconds (pts * time_base)
-    image: np.ndarray  # BGR uint8 HxWx3, coded orientation
+    image: Any  # BGR uint8 HxWx3, coded orientation (or what decode_chunk's `convert` made)
 
 
-def decode_chunk(uri: str | os.PathLike, chunk: Chunk, backend: str = "auto") -> Iterator[Frame]:
+def decode_chunk(uri: str | os.PathLike, chunk: Chunk, backend: str = "auto",
+                 convert: Callable[[av.VideoFrame], Any] = frame_to_bgr) -> Iterator[Frame]:
     """Yield the frames [chunk.start, chunk.end) of the video at `uri` (a generator: memory is one
-    frame plus the decoder's reference frames, whatever the chunk or video length)."""
+    frame plus the decoder's reference frames, whatever the chunk or video length). `convert` makes
+    each `Frame.image` from the decoded frame: BGR by default; `raw_frame` keeps the decoder's own
+    frame (its pixel format, no conversion) for a writer that composes in YUV."""
     uri = os.fspath(uri)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return _decode_pyav(uri, chunk)
+    return _decode_pyav(uri, chunk, convert)
+
+
+def raw_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """The decoder's frame as it is. Read-only: the decoder may still reference its pixels."""
+    return frame
 
 
 class _LateSeek(Exception):
     """The seek landed after the chunk's first frame; decode again from the stream start."""
 
 
-def _decode_pyav(uri: str, chunk: Chunk) -> Iterator[Frame]:
+def _decode_pyav(uri: str, chunk: Chunk, convert) -> Iterator[Frame]:
     if not chunk.exact_seek:
-        yield from _decode_pyav_by_count(uri, chunk)
+        yield from _decode_pyav_by_count(uri, chunk, convert)
         return
     seek = chunk.seek_frame > 0
     try:
-        yield from _decode_pyav_once(uri, chunk, seek)
+        yield from _decode_pyav_once(uri, chunk, seek, convert)
     except _LateSeek:
         log.warning("%s: seek for chunk %d landed late; decoding from the stream start", uri, chunk.index)
-        yield from _decode_pyav_once(uri, chunk, False)
+        yield from _decode_pyav_once(uri, chunk, False, convert)
 
 
 def _open_video(container, chunk: Chunk):
@@ -139,7 +148,7 @@ def _decoded(packets: Iterator[av.Packet], stream, uri: str, where: str) -> Iter
         raise MediaError(uri, f"corrupt video data {where} ({exc.strerror or exc})") from exc
 
 
-def _decode_pyav_once(uri: str, chunk: Chunk, seek: bool) -> Iterator[Frame]:
+def _decode_pyav_once(uri: str, chunk: Chunk, seek: bool, convert) -> Iterator[Frame]:
     expected = chunk.frame_pts
     n = len(expected)
     got = 0
@@ -177,13 +186,13 @@ def _decode_pyav_once(uri: str, chunk: Chunk, seek: bool) -> Iterator[Frame]:
             if pts != expected[got]:
                 raise MediaError(uri, f"frame {chunk.start + got} expected pts {expected[got]}, decoder gave "
                                       f"{pts} (corrupt or missing frames) {where}")
-            yield Frame(chunk.start + got, pts, float(pts * time_base), frame_to_bgr(frame))
+            yield Frame(chunk.start + got, pts, float(pts * time_base), convert(frame))
             got += 1
     if got != n:
         raise MediaError(uri, f"only {got} of {n} frames decodable {where} (truncated or corrupt)")
 
 
-def _decode_pyav_by_count(uri: str, chunk: Chunk) -> Iterator[Frame]:
+def _decode_pyav_by_count(uri: str, chunk: Chunk, convert) -> Iterator[Frame]:
     """Streams without usable timestamps: the plan is one chunk; frames are counted from the start."""
     index = 0
     with open_input(uri) as container:
@@ -193,7 +202,7 @@ def _decode_pyav_by_count(uri: str, chunk: Chunk) -> Iterator[Frame]:
                 if index >= chunk.end:
                     break
                 pts = chunk.frame_pts[index - chunk.start]
-                yield Frame(index, pts, float(pts * chunk.time_base), frame_to_bgr(frame))
+                yield Frame(index, pts, float(pts * chunk.time_base), convert(frame))
             index += 1
     if index < chunk.end:
         raise MediaError(uri, f"only {index} of {chunk.end} frames decodable (truncated or corrupt)")

@@ -199,15 +199,32 @@ def segment_muxer_options(time_base: Fraction) -> dict[str, str]:
     return {"movie_timescale": clock, "video_track_timescale": clock}
 
 
+def keeps_source_yuv(info: VideoInfo, opts: EncodeOptions) -> bool:
+    """Whether segments of this source can be encoded from its decoded frames as they are (8-bit 4:2:0,
+    even size, a yuv420p encoder): then only face pixels are converted (convert.paste_bgr_into_yuv420)
+    and the output keeps the source's colour tags. Otherwise every frame goes through BGR and is
+    written BT.709, TV range (FaceFusion's output settings)."""
+    return (info.pix_fmt == "yuv420p" and opts.pix_fmt == "yuv420p"
+            and info.coded_width % 2 == 0 and info.coded_height % 2 == 0)
+
+
+def _colour_code(table: dict[int, str], name: str | None, default: int) -> int:
+    return next((code for code, known in table.items() if known == name), default)
+
+
 class SegmentWriter:
     """Incremental segment encoder: `with SegmentWriter(dest, info, opts) as w: w.write(image, pts)`.
     Frames are BGR uint8 in coded orientation, pts in the source time base, strictly increasing.
-    Nothing appears at `dest` unless the block exits cleanly with at least one frame written."""
+    With `source_yuv` (keeps_source_yuv) frames are the decoder's yuv420p frames, given to
+    `write_frame`. Nothing appears at `dest` unless the block exits cleanly with at least one frame
+    written."""
 
-    def __init__(self, dest_uri: str | os.PathLike, info: VideoInfo, opts: EncodeOptions | None = None):
+    def __init__(self, dest_uri: str | os.PathLike, info: VideoInfo, opts: EncodeOptions | None = None,
+                 source_yuv: bool = False):
         self.dest = os.fspath(dest_uri)
         self.info = info
         self.opts = opts or EncodeOptions()
+        self.source_yuv = source_yuv
         self.frames = 0
         self.first_pts: int | None = None
         self.last_pts: int | None = None
@@ -244,8 +261,17 @@ class SegmentWriter:
         ctx.flags |= av.codec.context.Flags.bitexact.value
         if opts.encoder == "mpeg4":
             ctx.qscale = True
-        ctx.color_range, ctx.colorspace = _TV_RANGE, _BT709
-        ctx.color_primaries, ctx.color_trc = _BT709, _BT709
+        if self.source_yuv:  # the source's pixels, so its colour tags
+            from ffray.media.probe import _PRIMARIES, _RANGE, _SPACE, _TRC
+
+            colour = info.color or {}
+            ctx.color_range = _colour_code(_RANGE, colour.get("range"), 0)
+            ctx.colorspace = _colour_code(_SPACE, colour.get("space"), 2)
+            ctx.color_primaries = _colour_code(_PRIMARIES, colour.get("primaries"), 2)
+            ctx.color_trc = _colour_code(_TRC, colour.get("trc"), 2)
+        else:
+            ctx.color_range, ctx.colorspace = _TV_RANGE, _BT709
+            ctx.color_primaries, ctx.color_trc = _BT709, _BT709
         if opts.encoder == "libx265":
             stream.codec_tag = "hvc1"  # the tag Apple players need (FaceFusion passes -tag:v hvc1)
         if info.display_matrix:
@@ -267,9 +293,20 @@ class SegmentWriter:
                              f"got {image.dtype} {image.shape}")
         if image.shape != encoded:
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        self._encode(bgr_to_frame(image, self.opts.pix_fmt), pts)
+
+    def write_frame(self, frame: av.VideoFrame, pts: int) -> None:
+        """A yuv420p frame at the encoded size (a `source_yuv` writer): encoded as it is."""
+        if not self.source_yuv or frame.format.name != "yuv420p" or (frame.width, frame.height) != (
+                self.width, self.height):
+            raise MediaError(self.info.uri, f"frame at pts {pts} is {frame.format.name} {frame.width}x{frame.height},"
+                                            f" the segment is yuv420p {self.width}x{self.height}")
+        frame.pict_type = av.video.frame.PictureType.NONE  # the encoder places keyframes, not the source
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int) -> None:
         if self.last_pts is not None and pts <= self.last_pts:
             raise ValueError(f"segment pts must increase: {pts} after {self.last_pts}")
-        frame = bgr_to_frame(image, self.opts.pix_fmt)
         frame.pts = int(pts)
         frame.time_base = self.info.time_base
         for packet in self._stream.encode(frame):

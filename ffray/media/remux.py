@@ -18,9 +18,10 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -73,8 +74,12 @@ class OutputInfo:
 
 
 def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
-          audio: bool = True) -> OutputInfo:
-    """Join `segment_uris` (in order) with the audio of `source_uri` into `output_uri`, atomically."""
+          audio: bool = True, tags: dict[str, str] | None = None,
+          before_publish: Callable[[str], Any] | None = None) -> OutputInfo:
+    """Join `segment_uris` (in order) with the audio of `source_uri` into `output_uri`, atomically.
+    `tags`: container metadata over the source's (the synthetic-media label); `before_publish(path)`
+    runs on the finished local file before it takes the output's name (C2PA signing), so the output
+    never exists unsigned."""
     source_uri, output_uri = os.fspath(source_uri), os.fspath(output_uri)
     segment_uris = [os.fspath(s) for s in segment_uris]
     if not segment_uris:
@@ -92,8 +97,10 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
     if note:
         log.warning("%s: %s", source_uri, note)
     with open_output_atomic(output_uri, suffix=suffix) as tmp:
-        report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri)
+        report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri, tags or {})
         result = _verify(tmp, output_uri, info, muxer, clock)
+        if before_publish is not None:
+            before_publish(tmp)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
                             video_codec=result.codec, segments=len(segment_uris), audio=tuple(report),
                             sha256=sha256_and_size(tmp)[0], size=os.path.getsize(tmp),
@@ -103,7 +110,7 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
 
 
 def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info: VideoInfo,
-           with_audio: bool, clock: AviClock | None, output_uri: str) -> list[dict]:
+           with_audio: bool, clock: AviClock | None, output_uri: str, tags: dict[str, str]) -> list[dict]:
     options = segment_muxer_options(info.time_base) if muxer in ("mp4", "mov") else {}
     if muxer == "avi":
         # AVI places audio by packet count, not time: shifting everything so that an encoder-delayed
@@ -129,6 +136,7 @@ def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info:
             out_video.codec_tag = "hvc1"
         output.metadata.update({k: v for k, v in _source_metadata(source_uri).items()
                                 if k.lower() not in _DROP_CONTAINER_TAGS})
+        output.metadata.update(tags)  # the synthetic-media label wins over the source's own comment
 
         audio_sources, report = [], []
         if with_audio:

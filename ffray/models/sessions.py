@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,7 +221,29 @@ def create_session(
         from ffray.models.contract import check_contract as check
 
         check(resolved.spec, session, resolved.path)
+    session.run = _timed(session.run)
     return session
+
+
+_model_seconds = 0.0
+
+
+def model_seconds() -> float:
+    """Seconds this process has spent in ONNX Runtime `run` calls so far: a stage's model time is the
+    difference across its work (the rest of its busy time is pre/post-processing, decode, encode)."""
+    return _model_seconds
+
+
+def _timed(run):
+    def timed_run(*args, **kwargs):
+        global _model_seconds
+        started = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _model_seconds += time.perf_counter() - started
+
+    return timed_run
 
 
 _LOGGED_OPTIONS = (

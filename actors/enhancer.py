@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ffray.faces.patches import Canvas
 from ffray.pipeline.stages import JobTable, StageStart, enhance_rows
 
 
@@ -18,8 +19,9 @@ class FaceEnhancerStage:
     def __init__(self, table: JobTable):
         self.table = table
         self.start = StageStart("enhancer", lambda: _load(table))
+        self.canvas = Canvas()
 
     def __call__(self, batch: dict) -> dict:
         if self.start.error is not None:
             return self.start.failed_rows(batch)
-        return enhance_rows(batch, self.start.value, self.table)
+        return enhance_rows(batch, self.start.value, self.table, self.canvas)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ffray.faces.patches import Canvas
 from ffray.pipeline.stages import JobTable, SourceCache, StageStart, swap_rows
 
 
@@ -14,8 +15,9 @@ class FaceSwapperStage:
         self.start = StageStart("swapper", lambda: load_swapper(
             table.options, table.execution_options("swapper"), table.store()))
         self.sources = SourceCache(self.start.value, table, read_image)
+        self.canvas = Canvas()
 
     def __call__(self, batch: dict) -> dict:
         if self.start.error is not None:
             return self.start.failed_rows(batch)
-        return swap_rows(batch, self.start.value, self.sources, self.table)
+        return swap_rows(batch, self.start.value, self.sources, self.table, self.canvas)

@@ -265,12 +265,26 @@ def test_detector_stage_resolves_auto_from_the_job_source_faces(tmp_path):
     opts = _analyser_options(tmp_path, face_selector_mode="many", face_selector_gender="auto",
                              face_classifier_model=build("fairface", tmp_path))
     analyser = OnnxFaceAnalyser(opts, store=ModelStore(cache_dir=tmp_path / "cache"))
-    image = read_image(asset("media/meds-aa-S029-01.jpg"))
+    import av
+
+    from ffray.media import plan_chunks, probe
+    from ffray.pipeline.datasource import ChunkTask, chunk_row
+
+    image = read_image(asset("media/meds-aa-S029-01.jpg"))[:512, :512]
+    clip = tmp_path / "two.mp4"  # the detector stage decodes its chunk itself
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "12"})
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for _ in range(2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode())
+    info = probe(clip)
     gender = analyser.analyse([image])[0][0].extra["gender"]
     other = "female" if gender == "male" else "male"
-    batch = {"chunk_id": np.array(["c"]), "video_key": np.array(["v"]), "frames": [np.stack([image, image])], "error": np.array([""])}
+    batch = chunk_row(ChunkTask("v", str(clip), plan_chunks(info, 16)[0], 0))
     for source_gender, kept in ((gender, 1), (other, 0)):
-        table = JobTable(job_id="j", face_options=opts.to_dict(), videos={"v": VideoJob("v", "v.mp4", 0, "s")},
+        video = VideoJob("v", str(clip), 0, "s", info=info)
+        table = JobTable(job_id="j", face_options=opts.to_dict(), videos={"v": video},
                          sources={"s": SourceSet(("s.jpg",), (face(0, 50, source_gender),))})
         out = detect_rows(dict(batch), analyser, table)
         assert str(out["error"][0]) == ""

@@ -120,7 +120,11 @@ def test_swap_three_stages_on_fractional_gpus(ray_cluster, models, tmp_path):
         assert stages[name]["frames"] == 90
         assert stages[name]["batches"] == res.chunks
         assert stages[name]["busy_s"] > 0
-        assert frame_bytes <= stages[name]["bytes_in_per_frame"] < frame_bytes * 1.01
+    # no frames cross a pool boundary: the chunk's name into the detector, then the five faces' patches
+    assert stages["detector"]["bytes_in_per_frame"] < 200
+    for name in ("swapper", "enhancer", "writer"):
+        assert 0.02 * frame_bytes < stages[name]["bytes_in_per_frame"] < 0.15 * frame_bytes
+    assert stages["detector"]["model_s"] > 0 and stages["detector"]["decode_s"] > 0
     assert stages["writer"]["bytes_out_per_frame"] < 1000  # only metadata leaves the writer
     assert stages["swapper"]["models"]["inswapper_128"] == report["models"]["inswapper_128"]
     assert report["config"]["swapper"]["num_gpus"] == 0.5
@@ -320,3 +324,42 @@ def test_later_batch_reuses_finished_videos(ray_cluster, models, tmp_path):
     assert len(finished_chunk_records(tmp_path / "work")) == 6
     # both jobs keep their own report
     assert len(list((tmp_path / "work").glob("jobs/*/report.json"))) == 2
+
+
+def test_source_yuv_outside_faces_is_the_decoded_source(ray_cluster, models, tmp_path):
+    """Frames are composed in the source's decoded YUV: at lossless quality every sample away from the
+    faces is the source's own, bit for bit, and the output keeps the source's colour tags. With
+    --convert-whole-frames (FaceFusion's way: BGR and back, written BT.709) those samples move."""
+    import av
+
+    from ffray.media import probe
+
+    video = asset(VIDEO)
+    source = asset("media/meds-aa-S001-01.jpg")
+    options = contract_face_options(models, asset(YUNET), enhancer=False)
+
+    def yuv_frames(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray() for f in c.decode(video=0)]
+
+    src = yuv_frames(video)
+    outputs = {}
+    for source_yuv in (True, False):
+        output = tmp_path / f"out-{source_yuv}.mp4"
+        config = small_config(tmp_path / f"work-{source_yuv}", chunk_frames=32, quality=100, source_yuv=source_yuv)
+        (res,) = run_swap([VideoRequest(str(video), str(output), (str(source),))], options, config).videos
+        assert res.status == "done", res.error
+        outputs[source_yuv] = yuv_frames(output)
+    bgr_frames, _ = video_frames(video)
+    for k in (0, 45, 89):
+        boxes = face_boxes(bgr_frames[k], options)
+        away = outside_boxes_mask(bgr_frames[k].shape, boxes, margin=1.0)
+        luma_src, luma_yuv, luma_bgr = (f[k][:480] for f in (src, outputs[True], outputs[False]))
+        assert np.array_equal(luma_yuv[away], luma_src[away])
+        assert not np.array_equal(luma_bgr[away], luma_src[away])  # the colour round trip moves them
+        assert not np.array_equal(luma_yuv, luma_src)  # the faces were swapped
+    same = np.mean([np.mean(a == b) for a, b in zip(outputs[True], src, strict=True)])
+    assert same > 0.7
+    src_colour, out_colour = probe(str(video)).color, probe(str(tmp_path / "out-True.mp4")).color
+    assert {k: out_colour[k] for k in ("space", "primaries", "trc")} == {k: src_colour[k] for k in ("space", "primaries", "trc")}
+    assert probe(str(tmp_path / "out-False.mp4")).color["space"] == "bt709"

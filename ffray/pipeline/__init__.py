@@ -4,13 +4,11 @@
 Data pipeline read -> detector -> swapper -> [enhancer] -> segment writer, remuxes each video as its
 last chunk lands, and writes the run report. `config.PipelineConfig` holds every knob.
 
-What crosses each stage boundary (decided by measurement, `benchmarks/pipeline.py`):
-a row is one chunk, and its frames travel as uint8 BGR (N, H, W, 3) from the decode task through the
-three face pools to the writer: H*W*3 bytes per frame at each of the four boundaries (921,600 + ~700
-bytes of keys and packed faces per 640x480 frame), and ~100 bytes per frame (metadata only) leave the
-writer. The alternative, dropping frames after the detector and re-decoding them in the swapper, saves
-one of the four hops but costs a second decode: on the 2-core dev box decoding a 30-frame 480p chunk took
-8.9 ms/frame against 1.2 ms/frame for an object-store put + remote get of the same frames, so every
-stage receives the frames. Face records travel packed as plain arrays (`ffray.faces.types.pack_faces`),
-never as objects; frames are never converted to float outside an actor.
+What crosses each stage boundary (decided by measurement, `benchmarks/throughput.py`): a row is one
+chunk; frames never travel. The read task names the chunk; the detector decodes it and sends on the
+selected faces (packed arrays, `ffray.faces.types.pack_faces`) and one patch per face
+(`ffray.faces.patches`): about 10 % of a raw frame per frame at 1080p with one face, where the earlier
+design sent every 6 MB frame over all four boundaries (100 %). The writer decodes the chunk a second
+time (~3 ms a 1080p frame in YUV, no colour conversion) to put the patches back. Frames are never
+converted to float outside an actor.
 """

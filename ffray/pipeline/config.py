@@ -72,6 +72,9 @@ class PipelineConfig:
     encoder: str | None = None  # None = the output container's default (EncodeOptions.for_output)
     quality: int = 80
     preset: str = "veryfast"
+    # segments from the decoded YUV with only face pixels converted, where the source is 8-bit 4:2:0
+    # (media.encode.keeps_source_yuv); False: every frame through BGR and out BT.709, as FaceFusion does
+    source_yuv: bool = True
     work_dir: str = "ffray-work"  # segments + chunk records; on a cluster: a shared path or an fsspec URL (s3://...)
     model_cache_dir: str | None = None
     model_source: str | None = None
@@ -81,6 +84,11 @@ class PipelineConfig:
     # seconds a chunk lease lasts unrenewed: how long a job waits for the chunks of a dead concurrent job
     # (ffray/pipeline/lease.py; never part of a video key)
     lease_ttl_s: float = 60.0
+    # synthetic-media labels (ffray/label.py; never part of a video key): every output carries the
+    # container tags; a JSON sidecar on request; a C2PA manifest when a certificate chain and key are given
+    sidecar: bool = False
+    sign_cert: str | None = None
+    sign_key: str | None = None
 
     def store_settings(self) -> dict[str, Any]:
         """ModelStore keyword arguments: the driver and every actor resolve models the same way."""
@@ -100,6 +108,8 @@ class PipelineConfig:
         if self.lease_ttl_s <= 0:
             raise InputError(f"lease_ttl_s: must be > 0, got {self.lease_ttl_s}")
         check_providers(self.providers, "--providers")
+        if bool(self.sign_cert) != bool(self.sign_key):
+            raise InputError("--sign-cert and --sign-key go together: give both or neither")
 
     def resolved(self, cluster_gpus: float, cluster_cpus: float | None = None,
                  stages: tuple[str, ...] = STAGES) -> PipelineConfig:
@@ -240,10 +250,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=int, metavar="0-100")
     g.add_argument("--preset", metavar="NAME")
     g.add_argument("--read-cpus", type=float, dest="read_num_cpus", metavar="F")
+    g.add_argument("--convert-whole-frames", action="store_false", dest="source_yuv", default=None,
+                   help="convert every frame to BGR and back (BT.709 output, FaceFusion's way) instead of "
+                   "converting only the face pixels of 8-bit 4:2:0 sources and keeping the rest as decoded")
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="replace an existing output that this job did not write (default: refuse it; an "
                    "output identical to what this job wrote before counts as already done)")
     add_store_arguments(g, short_names=False)
+    lab = parser.add_argument_group("labels (every output is tagged as synthetic in its container)")
+    lab.add_argument("--sidecar", action="store_true", default=None,
+                     help="also write OUTPUT.ffray.json: job, target and sources, models and their sha256, options")
+    lab.add_argument("--sign-cert", metavar="PEM", help="certificate chain (end-entity first, CA-issued) to sign "
+                     "mp4/m4v/mov/avi outputs with a C2PA manifest; with --sign-key")
+    lab.add_argument("--sign-key", metavar="PEM", help="private key of --sign-cert")
     for stage in STAGES:
         g.add_argument(f"--{stage}-actors", type=_actors, metavar="N|MIN-MAX", help=f"{stage} actor pool size")
         g.add_argument(f"--{stage}-gpus", type=float, metavar="F", help=f"GPU share per {stage} actor")
@@ -259,7 +278,7 @@ def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, A
     cfg = PipelineConfig.from_dict(file_values or {}, where=getattr(args, "config", None) or "config")
     top = {}
     for name in ("work_dir", "chunk_frames", "intra_op_threads", "encoder", "quality", "preset",
-                 "read_num_cpus"):
+                 "read_num_cpus", "source_yuv"):
         v = getattr(args, name, None)
         if v is not None:
             top[name] = v
@@ -270,6 +289,11 @@ def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, A
         top["commercial_only"] = True
     if getattr(args, "overwrite", False):
         top["overwrite"] = True
+    if getattr(args, "sidecar", False):
+        top["sidecar"] = True
+    for name in ("sign_cert", "sign_key"):
+        if getattr(args, name, None):
+            top[name] = getattr(args, name)
     if getattr(args, "providers", None):
         top["providers"] = tuple(args.providers)
     for stage in STAGES:

@@ -35,6 +35,7 @@ import ffray
 from ffray.errors import FfrayError, InputError, MediaError, ModelError, ProcessingError
 from ffray.faces.options import FaceOptions
 from ffray.faces.types import Face
+from ffray.media.encode import keeps_source_yuv
 from ffray.media.io import sha256_and_size
 from ffray.pipeline import outputs, preflight
 from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
@@ -44,7 +45,7 @@ from ffray.pipeline.ledger import SEGMENTS, ChunkRecord, VideoLedger
 from ffray.pipeline.progress import Progress
 from ffray.pipeline.ray_messages import without_harmless_core_worker_lines
 from ffray.pipeline.report import new_run_id, stage_figures, versions, write_reports
-from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, storage_error_text, to_display
+from ffray.pipeline.stages import JobTable, SourceSet, VideoJob, storage_error_text
 from ffray.pipeline.storage import join, work_root
 from ffray.redact import redact_data
 
@@ -212,30 +213,11 @@ class _Analysis:
 
     def reference_face(self, target: str, info, chunk_frames: int,
                        source_faces: Sequence[Face] = ()) -> Face | None:
-        """Reference mode: the face to follow, from --reference-face-image or the target's reference frame."""
-        from ffray.faces.select import choose_reference_face
+        """Reference mode: the face to follow (ffray.pipeline.one_frame.reference_face, as `ffray preview`
+        and `ffray faces` take it)."""
+        from ffray.pipeline.one_frame import reference_face
 
-        opts = self.options
-        if opts.reference_face_image:
-            from ffray.faces.image import read_image
-
-            image = read_image(opts.reference_face_image)
-        else:
-            from ffray.media import decode_chunk, plan_chunks
-
-            number = opts.reference_frame_number
-            if not 0 <= number < info.frames:
-                raise InputError(f"--reference-frame-number {number}: {target} has frames 0-{info.frames - 1}")
-            chunk = next(c for c in plan_chunks(info, chunk_frames) if c.start <= number < c.end)
-            image = None
-            for frame in decode_chunk(target, chunk):
-                if frame.index == number:
-                    image = to_display(frame.image, info.rotation)
-                    break
-            if image is None:
-                raise MediaError(target, f"cannot decode reference frame {number}")
-        faces = self.analyser.analyse([image], embed=True)[0]
-        return choose_reference_face(faces, opts, source_faces)  # source faces: 'auto' gender/race filters
+        return reference_face(self.analyser, self.options, target, info, chunk_frames, source_faces)
 
     def model_hashes(self) -> dict[str, str]:
         hashes = dict(getattr(self.analyser, "model_hashes", {}) or {})
@@ -264,7 +246,7 @@ def _segment_ext(encode) -> str:
 
 
 def video_key(content_hash: str, source_hashes: Sequence[str], options: FaceOptions, config: PipelineConfig,
-              encode, model_hashes: dict[str, str]) -> str:
+              encode, model_hashes: dict[str, str], source_yuv: bool = False) -> str:
     """What a video's segments depend on: its content, its sources, every option that changes pixels or
     the encoded bytes, the models and the ffray version. Any job with the same key reuses its chunks.
     Providers and model batch sizes are left out on purpose: they change floating-point rounding, not
@@ -278,6 +260,8 @@ def video_key(content_hash: str, source_hashes: Sequence[str], options: FaceOpti
         "encode": dataclasses.asdict(encode),
         "models": dict(sorted(model_hashes.items())),
     }
+    if source_yuv:  # frames composed in the source's YUV (encode.keeps_source_yuv): other bytes
+        ident["compose"] = "source-yuv"
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -380,9 +364,10 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         if res.video_id not in infos:
             continue
         info, encode = infos[res.video_id], encodes[res.video_id]
+        source_yuv = config.source_yuv and keeps_source_yuv(info, encode)
         try:
             res.video_key = key = video_key(info.content_hash, source_hashes[video_sources[res.video_id]],
-                                            options, config, encode, model_hashes)
+                                            options, config, encode, model_hashes, source_yuv)
             # never write over an input; an existing output is this job's (done, no work) or refused
             outputs.check_destination(req.output, outputs.request_inputs(req.target, req.sources,
                                                                          options.reference_face_image))
@@ -408,7 +393,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             video = VideoJob(
                 video_key=key, uri=req.target, rotation=info.rotation,
                 source_key=video_sources[res.video_id], reference=reference, info=_slim_info(info),
-                segment_dir=join(ledger.video_dir, SEGMENTS), encode=encode, segment_ext=_segment_ext(encode))
+                segment_dir=join(ledger.video_dir, SEGMENTS), encode=encode, segment_ext=_segment_ext(encode),
+                source_yuv=source_yuv)
             chunks = plan_chunks(info, config.chunk_frames)
         except FfrayError as exc:
             res.fail(exc, _kind(exc))
@@ -464,6 +450,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     remuxes: dict[str, concurrent.futures.Future] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="remux")
     effective = config
+    labels = Labels(config, job.job_id, job.model_hashes, options.to_dict(), table)
     stats_text = ""
 
     def maybe_remux(key: str) -> None:
@@ -474,7 +461,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                 continue
             progress.set_state(res.video_id, "remuxing")
             remuxes[res.video_id] = pool.submit(_remux_video, videos[key], infos[key], plans[key], done[key],
-                                                res, started)
+                                                res, started, labels)
 
     def reuse(task, rec: ChunkRecord) -> None:  # a concurrent job's chunk, verified like a resumed one
         done[task.video_key][rec.chunk_index] = rec
@@ -624,13 +611,58 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     return kw
 
 
+@dataclass
+class Labels:
+    """What marks each output as synthetic (ffray/label.py): container tags always, a C2PA manifest when
+    the config has a certificate and key, a sidecar on request."""
+
+    config: PipelineConfig
+    job_id: str
+    models: dict[str, str]
+    options: dict
+    table: JobTable
+
+    def job_info(self, video: VideoJob, info) -> dict:
+        source = self.table.sources.get(video.source_key)
+        return {"job_id": self.job_id, "target": video.uri, "target_content_hash": info.content_hash,
+                "sources": list(source.paths) if source else [], "models": self.models, "options": self.options}
+
+    def tags(self) -> dict[str, str]:
+        from ffray.label import label_metadata
+
+        return label_metadata(ffray.__version__, self.models)
+
+    def signer(self, video: VideoJob, info):
+        """before_publish for remux: sign the finished file before it takes the output's name."""
+        from ffray.label import c2pa_supported, read_bytes, sign_c2pa
+
+        cfg = self.config
+        if not cfg.sign_cert:
+            return None
+        cert, key = read_bytes(cfg.sign_cert, "--sign-cert"), read_bytes(cfg.sign_key, "--sign-key")
+
+        def sign(path: str) -> None:
+            if c2pa_supported(path):
+                sign_c2pa(path, cert, key, video.uri, job_info=self.job_info(video, info))
+            else:
+                log.warning("%s: C2PA cannot be embedded in this container; labelled by its tags only", video.uri)
+
+        return sign
+
+
 def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord], res: VideoResult,
-                 job_started: float) -> None:
+                 job_started: float, labels: Labels) -> None:
     from ffray.media import remux
 
     try:
         segments = [done[c.index].segment for c in plan]
-        out = remux(video.uri, segments, res.output, info=info)
+        out = remux(video.uri, segments, res.output, info=info, tags=labels.tags(),
+                    before_publish=labels.signer(video, info))
+        if labels.config.sidecar:
+            from ffray.label import write_sidecar
+
+            write_sidecar(res.output, {**labels.job_info(video, info),
+                                       "output": {"sha256": out.sha256, "size": out.size}})
         res.output_info = dataclasses.asdict(out)
         try:  # so that a rerun finds this output done instead of refusing it as someone else's file
             outputs.write_record(video.segment_dir.rsplit("/", 1)[0], res.output,  # the video key's folder

@@ -37,6 +37,10 @@ def check_job(options: FaceOptions, config: PipelineConfig) -> None:
     check_model_names(options)
     check_work_dir(config.work_dir)
     check_models(options, config)
+    if config.sign_cert:  # a certificate c2pa refuses fails now, not after the last frame
+        from ffray.label import check_signing_credentials
+
+        check_signing_credentials(config.sign_cert, config.sign_key)
 
 
 def check_model_names(options: FaceOptions) -> None:

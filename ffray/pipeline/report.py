@@ -2,7 +2,8 @@
 
 One report per run: `<job dir>/runs/<UTC time>-<random>/report.json` is this run's own (a rerun or a
 concurrent job with the same videos never overwrites it), `<job dir>/report.json` the latest run's, and
-`--report FILE` a copy where the user asked.
+`--report FILE` a copy where the user asked. Beside each of the job's two, `report.html`: the QC page
+(qc_page.py), written after them and, like them, never a reason for a failed run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def stage_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 continue
             a = acc[stage]
             a["busy_s"] += float(row[f"{stage}_s"])
+            a["model_s"] += float(row.get(f"{stage}_model_s", 0.0))
+            a["decode_s"] += float(row.get(f"{stage}_decode_s", 0.0))
             a["batches"] += float(row[f"{stage}_calls"])
             a["bytes_in"] += int(row[f"{stage}_in"])
             a["bytes_out"] += int(row[f"{stage}_out"])
@@ -51,6 +54,12 @@ def stage_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "batches": round(a["batches"]),
             "busy_s": round(a["busy_s"], 4),
             "frames_per_busy_s": round(frames / a["busy_s"], 2) if a["busy_s"] > 0 else None,
+            "model_s": round(a["model_s"], 4),  # of busy_s, in ONNX Runtime
+            "decode_s": round(a["decode_s"], 4),  # of busy_s, decoding the chunk (detector and writer)
+            "ms_per_frame": {part: round(1000 * value / frames, 2) if frames else None
+                             for part, value in (("busy", a["busy_s"]), ("model", a["model_s"]),
+                                                 ("decode", a["decode_s"]),
+                                                 ("rest", a["busy_s"] - a["model_s"] - a["decode_s"]))},
             "bytes_in": int(a["bytes_in"]),
             "bytes_out": int(a["bytes_out"]),
             "bytes_in_per_frame": round(a["bytes_in"] / frames, 1) if frames else None,
@@ -102,4 +111,13 @@ def write_reports(job_dir: str, run_id: str, report: dict, extra: str | None = N
         print(f"ffray: warning: {'; '.join(problems)}", file=sys.stderr)  # one line, however many failed
     elif problems:
         log.debug("%s", "; ".join(problems))
+    job_files = [p for p in written if p != extra]  # report.html beside the job's own reports, not the user's file
+    if job_files:
+        try:
+            from ffray.pipeline.qc_page import write_qc_page
+
+            write_qc_page(report, *job_files)
+        except Exception as exc:  # a by-product, like the report: never fails the run
+            (log.warning if warn else log.debug)("cannot write the QC page beside %s (%s)", job_files[0],
+                                                 failure_reason(exc))
     return run_file if run_file in written else (extra if extra in written else "")

@@ -1,11 +1,15 @@
 """What each pipeline stage does to a batch of chunk rows. Plain Python on numpy: the Ray actor classes
 in `actors/` only load their component in `__init__` and call these functions.
 
-A row is one chunk of one video (see datasource.py). Columns every row keeps from read to write:
-`video_key`, `chunk_id`, `chunk_index`, `start`, `end`, `error` (empty string = fine), `error_kind`, and per stage S
-`S_s` (busy seconds), `S_calls` (share of one call), `S_in`/`S_out` (bytes of the row entering/leaving
-S: what crosses the object store at that boundary). A row whose `error` is set passes through every
-stage untouched, so a bad chunk fails its video without stopping the dataset.
+A row is one chunk of one video (see datasource.py). Frames never travel: the detector decodes the
+chunk, selects faces and cuts each selected face's patch (ffray.faces.patches); the swapper and
+enhancer work on those patches; the writer decodes the chunk again, pastes the patches back and
+encodes. Columns every row keeps from read to write: `video_key`, `chunk_id`, `chunk_index`, `start`,
+`end`, `chunk_task`, `error` (empty string = fine), `error_kind`, and per stage S `S_s` (busy seconds),
+`S_model_s` (of which in ONNX Runtime), `S_decode_s` (of which decoding), `S_calls` (share of one
+call), `S_in`/`S_out` (bytes of the row entering/leaving S: what crosses the object store at that
+boundary). A row whose `error` is set passes through every stage untouched, so a bad chunk fails its
+video without stopping the dataset.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 
 from ffray.errors import FfrayError
 from ffray.faces.options import FaceOptions
+from ffray.faces.patches import Canvas, Patches, cut_patches, patch_boxes
 from ffray.faces.types import FACE_COLUMNS, Face, pack_faces, unpack_faces
+from ffray.media.convert import paste_bgr_into_yuv420
 
 KEY_COLUMNS = ("video_key", "chunk_id", "chunk_index", "start", "end")
 ERROR_COLUMNS = ("error", "error_kind")  # why a chunk failed ("" = fine), and as what (stages.error_kind)
@@ -40,6 +47,7 @@ class VideoJob:
     segment_dir: str = ""
     encode: Any = None  # EncodeOptions for this video's segments (depends on the output container)
     segment_ext: str = ".mp4"
+    source_yuv: bool = False  # the writer composes in the decoded YUV (media.encode.keeps_source_yuv)
 
 
 @dataclass
@@ -90,6 +98,21 @@ def to_coded(image: np.ndarray, rotation: int) -> np.ndarray:
     return image if k == 0 else np.ascontiguousarray(np.rot90(image, k))
 
 
+def coded_box(box: tuple[int, int, int, int], rotation: int, coded_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """An upright-frame box (x1, y1, x2, y2) in the coded frame of (height, width) `coded_shape`: where
+    `to_coded` of the upright region's pixels lands."""
+    x1, y1, x2, y2 = box
+    height, width = coded_shape
+    k = (rotation // 90) % 4
+    if k == 1:  # upright rows are coded columns; upright columns run up the coded rows
+        return y1, height - x2, y2, height - x1
+    if k == 2:
+        return width - x2, height - y2, width - x1, height - y1
+    if k == 3:
+        return width - y2, x1, width - y1, x2
+    return box
+
+
 # --- batch plumbing ------------------------------------------------------------------------------
 
 
@@ -115,8 +138,12 @@ def column(values: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def frames_of(batch: dict[str, Any], i: int) -> np.ndarray:
-    return np.asarray(batch["frames"][i])
+def frame_count(batch: dict[str, Any], i: int) -> int:
+    return int(batch["end"][i]) - int(batch["start"][i])
+
+
+def patches_of(batch: dict[str, Any], i: int) -> Patches:
+    return Patches.from_columns({name: batch[name][i] for name in Patches.COLUMNS})
 
 
 def faces_of(batch: dict[str, Any], i: int, frame_count: int) -> list[list[Face]]:
@@ -170,8 +197,11 @@ def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[s
               models: dict[str, str]) -> dict[str, Any]:
     """Apply `per_row(i) -> {column: value}` to each row, catch per-row failures into `error`, and add
     the stage's accounting columns. Columns not returned by `per_row` are kept as they came."""
+    from ffray.models.sessions import model_seconds
+
     n = row_count(batch)
     started = time.perf_counter()
+    model_started = model_seconds()
     results: list[dict[str, Any]] = []
     in_bytes = [row_nbytes(batch, i) for i in range(n)]
     for i in range(n):
@@ -191,6 +221,7 @@ def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[s
         values = [r[key] if key in r else _passthrough(batch, key, i, r) for i, r in enumerate(results)]
         out[key] = column(values) if key not in ERROR_COLUMNS else np.array([str(v) for v in values], dtype=object)
     out[f"{stage}_s"] = np.full(n, elapsed / max(n, 1))
+    out[f"{stage}_model_s"] = np.full(n, (model_seconds() - model_started) / max(n, 1))
     out[f"{stage}_calls"] = np.full(n, 1.0 / max(n, 1))
     out[f"{stage}_in"] = np.array(in_bytes, dtype=np.int64)
     out[f"{stage}_models"] = np.array([json.dumps(models, sort_keys=True)] * n, dtype=object)
@@ -232,8 +263,10 @@ def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]
         return np.int64(0)
     if key.startswith("face_") or key == "face_frame":
         return _EMPTY_FACES[key]
-    if key == "frames":
-        return np.zeros((0, 1, 1, 3), np.uint8)
+    if key in Patches.COLUMNS:
+        return Patches.empty().columns()[key]
+    if key.endswith("_decode_s"):
+        return 0.0
     if key in ("segment", "sha256", "error_kind"):
         return ""
     raise KeyError(f"stage produced column {key!r} for some rows only")
@@ -250,48 +283,96 @@ def model_batches(count: int, size: int):
 # --- the face stages -------------------------------------------------------------------------------
 
 
+class _Clock:
+    """Seconds spent pulling items from iterators (a stage's decode time)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def timed(self, items):
+        items = iter(items)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                self.seconds += time.perf_counter() - started
+                return
+            self.seconds += time.perf_counter() - started
+            yield item
+
+
+def upright_shape(video: VideoJob) -> tuple[int, int]:
+    """(height, width) of the video's frames turned upright, the space faces and patches live in."""
+    height, width = video.info.coded_height, video.info.coded_width
+    return (width, height) if (video.rotation // 90) % 2 else (height, width)
+
+
 def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None) -> dict[str, Any]:
-    """Detector stage: analyse every frame (upright), select the faces to process, pack them."""
+    """Detector stage: decode the chunk, analyse every frame (upright), select the faces to process,
+    pack them, and cut each selected face's patch: nothing else of the frames leaves this stage."""
+    from ffray.faces.packs import face_warps
     from ffray.faces.select import select_faces
+    from ffray.pipeline.datasource import decode_frames, task_of
 
     options = table.options
     size = table.model_batch.get("detector", 8)
     dist = distance or analyser.face_distance
+    warps = face_warps(options)
 
     def per_row(i: int) -> dict[str, Any]:
         video = table.videos[str(batch["video_key"][i])]
-        frames = frames_of(batch, i)
-        upright = [to_display(f, video.rotation) for f in frames]
-        faces: list[list[Face]] = []
-        for idx in model_batches(len(upright), size):
-            faces += analyser.analyse([upright[j] for j in idx])
         source = table.sources.get(video.source_key)
         source_faces = source.faces if source is not None else None
-        selected = [select_faces(f, options, reference=video.reference, distance=dist, source_faces=source_faces)
-                    for f in faces]
+        clock = _Clock()
+        selected: list[list[Face]] = []
+        parts: list[Patches] = []
+        upright: list[np.ndarray] = []
+
+        def analyse() -> None:
+            faces = analyser.analyse(upright)
+            chosen = [select_faces(f, options, reference=video.reference, distance=dist, source_faces=source_faces)
+                      for f in faces]
+            boxes = [patch_boxes(frame.shape, f, warps) for frame, f in zip(upright, chosen, strict=True)]
+            parts.append(cut_patches(upright, boxes, first=len(selected)))
+            selected.extend(chosen)
+            upright.clear()
+
+        for image, _ in clock.timed(decode_frames(task_of(batch, i))):
+            upright.append(to_display(image, video.rotation))
+            if len(upright) == size:
+                analyse()
+        if upright:
+            analyse()
         packed = pack_faces(selected)
         cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
         cols["faces"] = np.int64(len(packed["face_frame"]))
+        cols.update(Patches.concat(parts).columns())
+        cols["detector_decode_s"] = clock.seconds
         return cols
 
     return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}))
 
 
-def _apply_to_faces(batch: dict[str, Any], i: int, table: JobTable, size: int,
-                    apply: Callable[[list[np.ndarray], list[list[Face]]], list[np.ndarray]]) -> dict[str, Any]:
+def _apply_to_patches(batch: dict[str, Any], i: int, table: JobTable, size: int, canvas: Canvas,
+                      apply: Callable[[list[np.ndarray], list[list[Face]]], Any]) -> dict[str, Any]:
+    """Run `apply(frames, faces)` (in place) on canvases holding the chunk's patches, frames in model
+    batches of `size`, and return the new patch pixels."""
     video = table.videos[str(batch["video_key"][i])]
-    frames = frames_of(batch, i)
-    faces = faces_of(batch, i, len(frames))
+    patches = patches_of(batch, i)
+    if not len(patches):
+        return {}  # no selected face in the chunk: nothing to change
+    faces = faces_of(batch, i, frame_count(batch, i))
     with_faces = [j for j, f in enumerate(faces) if f]
-    if not with_faces:
-        return {}  # nothing to change: frames pass through as they came
-    out = np.array(frames, copy=True)
+    pixels = np.empty_like(patches.pixels)
+    shape = upright_shape(video)
     for idx in model_batches(len(with_faces), size):
         picked = [with_faces[k] for k in idx]
-        results = apply([to_display(frames[j], video.rotation) for j in picked], [faces[j] for j in picked])
-        for j, image in zip(picked, results, strict=True):
-            out[j] = to_coded(image, video.rotation)
-    return {"frames": out}
+        buffers = canvas.load(shape, patches, picked)
+        apply(buffers, [faces[j] for j in picked])
+        canvas.store(buffers, patches, picked, pixels)
+    changed = patches.with_pixels(pixels)
+    return {"patch_pixels": pixels, "patch_changed": changed.changed}
 
 
 class SourceCache:
@@ -311,22 +392,27 @@ class SourceCache:
         return self.prepared[key]
 
 
-def swap_rows(batch: dict[str, Any], swapper, sources: SourceCache, table: JobTable) -> dict[str, Any]:
+def swap_rows(batch: dict[str, Any], swapper, sources: SourceCache, table: JobTable,
+              canvas: Canvas | None = None) -> dict[str, Any]:
     size = table.model_batch.get("swapper", 8)
+    canvas = canvas or Canvas()
 
     def per_row(i: int) -> dict[str, Any]:
         video = table.videos[str(batch["video_key"][i])]
         source = sources.get(video.source_key)
-        return _apply_to_faces(batch, i, table, size, lambda fr, fa: swapper.swap(fr, fa, source))
+        return _apply_to_patches(batch, i, table, size, canvas,
+                                 lambda fr, fa: swapper.swap(fr, fa, source, inplace=True))
 
     return run_stage("swapper", batch, per_row, dict(getattr(swapper, "model_hashes", {}) or {}))
 
 
-def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable) -> dict[str, Any]:
+def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable, canvas: Canvas | None = None) -> dict[str, Any]:
     size = table.model_batch.get("enhancer", 8)
+    canvas = canvas or Canvas()
 
     def per_row(i: int) -> dict[str, Any]:
-        return _apply_to_faces(batch, i, table, size, enhancer.enhance)
+        return _apply_to_patches(batch, i, table, size, canvas,
+                                 lambda fr, fa: enhancer.enhance(fr, fa, inplace=True))
 
     return run_stage("enhancer", batch, per_row, dict(getattr(enhancer, "model_hashes", {}) or {}))
 
@@ -342,29 +428,57 @@ RESULT_COLUMNS = (*KEY_COLUMNS, "error", "segment", "sha256", "size", "frames", 
 
 
 def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
-    """Segment writer: encode each chunk to its deterministic segment path or URL (atomic) and keep
-    only metadata: the frames end here."""
-    from ffray.media import encode_segment
+    """Segment writer: decode the chunk, paste its patches back, encode it to its deterministic segment
+    path or URL (atomic) and keep only metadata. With `source_yuv` the decoded YUV frames are encoded as
+    they are and only the pixels a face stage changed are converted and written into them."""
+    from ffray.media.encode import SegmentWriter
     from ffray.media.io import split_uri
+    from ffray.pipeline.datasource import decode_frames, task_of
 
     def per_row(i: int) -> dict[str, Any]:
         video = table.videos[str(batch["video_key"][i])]
-        frames = frames_of(batch, i)
-        pts = np.asarray(batch["pts"][i])
+        patches = patches_of(batch, i)
+        offsets = patches.offsets()
+        coded = (video.info.coded_height, video.info.coded_width)
+        clock = _Clock()
+
+        def coded_patches(j: int):
+            for k in patches.of_frame(j):
+                box = tuple(int(v) for v in patches.box[k])
+                yield (to_coded(patches.image(k, offsets), video.rotation), coded_box(box, video.rotation, coded),
+                       lambda k=k: to_coded(patches.changed_mask(k, offsets), video.rotation))
+
         dest = segment_path(video.segment_dir, int(batch["chunk_index"][i]), str(batch["chunk_id"][i]),
                             video.segment_ext)
-        seg = encode_segment(((frames[j], int(pts[j])) for j in range(len(frames))), dest, video.info,
-                             video.encode)
-        if seg.frames != len(frames):
-            raise RuntimeError(f"segment {dest}: wrote {seg.frames} of {len(frames)} frames")
+        with SegmentWriter(dest, video.info, video.encode, source_yuv=video.source_yuv) as writer:
+            for j, (frame, pts) in enumerate(clock.timed(decode_frames(task_of(batch, i), raw=video.source_yuv))):
+                if not video.source_yuv:
+                    for image, (x1, y1, x2, y2), _ in coded_patches(j):
+                        frame[y1:y2, x1:x2] = image
+                    writer.write(frame, pts)
+                    continue
+                pasted = list(coded_patches(j))
+                if pasted:  # a copy: the decoder may still reference the frame's pixels
+                    width, height = frame.width, frame.height
+                    flat = frame.to_ndarray().reshape(-1)
+                    for image, box, changed in pasted:
+                        paste_bgr_into_yuv420(flat, width, height, box, image, changed(),
+                                              int(frame.colorspace), int(frame.color_range))
+                    frame = av.VideoFrame.from_ndarray(flat.reshape(height * 3 // 2, width), format="yuv420p")
+                writer.write_frame(frame, pts)
+        seg = writer.result
+        if seg.frames != frame_count(batch, i):
+            raise RuntimeError(f"segment {dest}: wrote {seg.frames} of {frame_count(batch, i)} frames")
         fs, path = split_uri(dest)
-        return {"segment": dest, "sha256": seg.sha256, "size": np.int64(fs.size(path))}
+        return {"segment": dest, "sha256": seg.sha256, "size": np.int64(fs.size(path)),
+                "writer_decode_s": clock.seconds}
 
     out = run_stage("writer", batch, per_row, {})
     n = row_count(batch)
-    result: dict[str, Any] = {k: out[k] for k in out if k not in ("frames", "frame_index", "pts")
+    dropped = ("chunk_task", *Patches.COLUMNS)
+    result: dict[str, Any] = {k: out[k] for k in out if k not in dropped
                               and not k.startswith("face_") and k != "face_frame"}
-    result["frames"] = np.array([len(frames_of(batch, i)) for i in range(n)], dtype=np.int64)
+    result["frames"] = np.array([frame_count(batch, i) for i in range(n)], dtype=np.int64)
     for key in ("segment", "sha256"):
         result[key] = np.array([str(v) if v is not None else "" for v in out.get(key, [""] * n)], dtype=object)
     result["writer_out"] = np.array([row_nbytes(result, i) for i in range(n)], dtype=np.int64)

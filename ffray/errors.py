@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # processing failed, or some rows of a batch failed
 EXIT_BAD_INPUT = 2  # bad input file or bad arguments (user error)
 EXIT_MODEL = 3  # a model is missing, unverifiable, refused by licence, or breaks its I/O contract
+EXIT_LABEL = 4  # `ffray label`: no synthetic-media label, or a label check failed (C2PA signature, hash, trust)
 EXIT_INTERRUPTED = 130  # Ctrl-C; a rerun of the same command resumes
 
 EXIT_CODES = {
@@ -18,6 +19,9 @@ EXIT_CODES = {
     EXIT_BAD_INPUT: "bad input or arguments: missing/unreadable/corrupt file, no video stream, bad option",
     EXIT_MODEL: "model unavailable: not in the cache and not downloadable, hash mismatch, licence refused, "
     "or I/O contract mismatch",
+    EXIT_LABEL: "label check failed (ffray label): no synthetic-media label, a C2PA signature or hash binding "
+    "that does not verify (file changed after signing), an untrusted signer (--trust), or a sidecar for "
+    "another file",
     EXIT_INTERRUPTED: "interrupted; rerun the same command to resume",
 }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ffray.pipeline.live import Reporter
 from ffray.pipeline.stages import JobTable, StageStart, detect_rows
 
 
@@ -11,7 +12,7 @@ class FaceDetectorStage:
 
         self.table = table
         self.start = StageStart("detector", lambda: load_analyser(
-            table.options, table.execution_options("detector"), table.store()))
+            table.options, table.execution_options("detector"), table.store()), live=Reporter(table.live_board))
 
     def __call__(self, batch: dict) -> dict:
         if self.start.error is not None:

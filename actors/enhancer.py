@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from ffray.faces.patches import Canvas
+from ffray.pipeline.live import Reporter
 from ffray.pipeline.stages import JobTable, StageStart, enhance_rows
 
 
@@ -18,7 +19,7 @@ class FaceEnhancerStage:
 
     def __init__(self, table: JobTable):
         self.table = table
-        self.start = StageStart("enhancer", lambda: _load(table))
+        self.start = StageStart("enhancer", lambda: _load(table), live=Reporter(table.live_board))
         self.canvas = Canvas()
 
     def __call__(self, batch: dict) -> dict:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ffray.pipeline.live import Reporter
 from ffray.pipeline.stages import JobTable, write_rows
 
 
@@ -8,6 +9,8 @@ class SegmentWriterStage:
 
     def __init__(self, table: JobTable):
         self.table = table
+        self.live = Reporter(table.live_board)
+        self.live.started("writer")
 
     def __call__(self, batch: dict) -> dict:
-        return write_rows(batch, self.table)
+        return write_rows(batch, self.table, self.live)

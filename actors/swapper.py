@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from ffray.faces.patches import Canvas
+from ffray.pipeline.live import Reporter
 from ffray.pipeline.stages import JobTable, SourceCache, StageStart, swap_rows
 
 
@@ -13,7 +14,7 @@ class FaceSwapperStage:
 
         self.table = table
         self.start = StageStart("swapper", lambda: load_swapper(
-            table.options, table.execution_options("swapper"), table.store()))
+            table.options, table.execution_options("swapper"), table.store()), live=Reporter(table.live_board))
         self.sources = SourceCache(self.start.value, table, read_image)
         self.canvas = Canvas()
 

@@ -162,3 +162,23 @@ def test_every_face_option_has_help_with_its_default():
     assert len(face_flags) >= 30
     for action in face_flags:
         assert action.help and "(default: " in action.help and "\n" not in action.help, action.option_strings
+
+
+def test_progress_says_what_happens_from_the_start_and_counts_frames(tmp_path, fault_reference):
+    """The progress lines (stderr, not a terminal): the preparation before any frame, starting Ray, the
+    pools loading their models, then frames as the writer encodes them, not only whole chunks."""
+    import re
+
+    video, source, options, _ = fault_reference
+    args = fault_cli_args(video, source, options, tmp_path / "out.mp4", tmp_path / "work", chunk_frames=90)
+    done = subprocess.run(ffray_cmd(*args, "--progress-interval", "0.2"), env=run_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert "preparing 1 video" in lines[0]
+    order = [next(i for i, line in enumerate(lines) if text in line)
+             for text in ("preparing 1 video", "starting Ray (local)", "loading models, actors ready: detector 0")]
+    assert order == sorted(order)
+    counts = [int(m.group(1)) for m in map(re.compile(r"^\[(\d+)/90 frames").match, lines) if m]
+    assert counts == sorted(counts) and counts[-1] == 90
+    assert any(0 < c < 90 for c in counts), "frames counted inside the one 90-frame chunk"

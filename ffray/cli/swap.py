@@ -66,6 +66,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also write the run report JSON here (always in <work-dir>/jobs/<job>/runs/<run>/report.json, "
                         "and the latest run's in <work-dir>/jobs/<job>/report.json)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output (for logs)")
+    g.add_argument("--progress-interval", type=float, default=None, metavar="S",
+                   help="seconds between progress lines when stderr is not a terminal (default 5)")
     add_pipeline_arguments(parser)
     add_face_arguments(parser)
 
@@ -165,7 +167,7 @@ def _run(requests, options, config, args, label_failures: bool):
     from ffray.pipeline.driver import run_swap
     from ffray.pipeline.progress import Progress
 
-    progress = Progress(quiet=args.quiet)
+    progress = Progress(quiet=args.quiet, interval=args.progress_interval)
     return run_swap(requests, options, config, address=args.address, progress=progress, quiet=args.quiet,
                     report_path=args.report, local_cpus=args.local_cpus, local_gpus=args.local_gpus,
                     connect_timeout=args.connect_timeout)

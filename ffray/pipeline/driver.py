@@ -42,6 +42,7 @@ from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
 from ffray.pipeline.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from ffray.pipeline.lease import ChunkLeases, lease_uri
 from ffray.pipeline.ledger import SEGMENTS, ChunkRecord, VideoLedger
+from ffray.pipeline.live import start_board
 from ffray.pipeline.progress import Progress
 from ffray.pipeline.ray_messages import without_harmless_core_worker_lines
 from ffray.pipeline.report import new_run_id, stage_figures, versions, write_reports
@@ -431,6 +432,8 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     started = time.perf_counter()
     run_id = new_run_id()
     progress = progress or Progress(quiet=True)
+    progress.set_phase(f"preparing {len(requests)} video{'s' if len(requests) != 1 else ''}: probing, "
+                       "checking models and outputs")
     try:
         job = prepare_job(requests, options, config, progress)
     except FfrayError as exc:
@@ -438,6 +441,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
         exc.report_path = _report_failed_job(requests, options, config, exc, run_id, report_path,  # type: ignore[attr-defined]
                                              time.perf_counter() - started)
         raise
+    progress.set_phase("")
     results, infos, table, plans, done, tasks = job.results, job.infos, job.table, job.plans, job.done, job.tasks
     videos = table.videos
 
@@ -492,6 +496,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
         for key in sharing:
             maybe_remux(key)
         started_ray = None  # connected for the first round that has chunks to run
+        watcher = None
         with_enhancer = bool(options.face_enhancer_model)
         try:
             while tasks or waiting:
@@ -501,6 +506,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                 if started_ray is None:
                     import ray
 
+                    progress.set_phase(f"starting Ray ({'connecting to ' + address if address else 'local'})")
                     started_ray = connect_ray(address, config, quiet=quiet, num_cpus=local_cpus,
                                               num_gpus=local_gpus, timeout_s=connect_timeout)
                     resources = ray.cluster_resources()
@@ -510,6 +516,9 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                     check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
                     table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
                     _configure_data_context(effective, quiet)
+                    if not progress.quiet:
+                        table.live_board = f"ffray-live-{run_id}"
+                        watcher = LiveWatcher(start_board(table.live_board), in_use, progress, sharing, done)
                 ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
                 tasks = []
                 for row in result_rows(ds):
@@ -535,6 +544,8 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                     maybe_remux(key)
                 stats_text = "\n".join(filter(None, (stats_text, ds.stats())))
         finally:
+            if watcher is not None:
+                watcher.stop()
             if started_ray:
                 ray.shutdown()
         for vid, fut in remuxes.items():
@@ -609,6 +620,49 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     if st.num_gpus and 0 < st.num_gpus < 1:
         kw["gpu_share"] = st.num_gpus
     return kw
+
+
+class LiveWatcher:
+    """Polls the run's LiveBoard (live.py) twice a second: which pools have loaded their models (the
+    progress line says so until all have), and frames encoded in chunks not recorded yet."""
+
+    def __init__(self, board, stages: Sequence[str], progress: Progress, sharing: dict, done: dict):
+        import threading
+
+        self.board, self.stages, self.progress = board, tuple(stages), progress
+        self.sharing, self.done = sharing, done
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ffray-live", daemon=True)
+        self.progress.set_phase(self.loading({}))
+        self._thread.start()
+
+    def _run(self) -> None:
+        import ray
+
+        while not self._stop.wait(0.5):
+            try:
+                snap = ray.get(self.board.snapshot.remote(), timeout=5)
+            except Exception:  # the board is best effort: progress goes on per chunk without it
+                log.debug("live board unreachable", exc_info=True)
+                continue
+            ready = snap["ready"]
+            waiting = [s for s in self.stages if not ready.get(s) and s not in snap["failed"]]
+            self.progress.set_phase(self.loading(ready) if waiting else "")
+            inflight: dict[str, int] = {}
+            for (key, index), frames in snap["frames"].items():
+                if index in self.done.get(key, {}):
+                    continue
+                for res in self.sharing.get(key, ()):
+                    inflight[res.video_id] = inflight.get(res.video_id, 0) + frames
+            self.progress.set_inflight(inflight)
+
+    def loading(self, ready: dict[str, int]) -> str:
+        return "loading models, actors ready: " + ", ".join(f"{s} {ready.get(s, 0)}" for s in self.stages)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.progress.set_inflight({})
 
 
 @dataclass

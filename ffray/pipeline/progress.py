@@ -7,6 +7,7 @@ and one per finished video. Quiet mode prints nothing.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -39,14 +40,29 @@ class Progress:
     interval: float | None = None  # seconds between redraws; default 0.5 on a TTY, 5 in a log
     videos: dict[str, VideoProgress] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    phase: str = ""  # what the job is doing before frames flow: preparing, starting Ray, loading models
+    inflight: dict[str, int] = field(default_factory=dict)  # video id -> frames encoded in unfinished chunks
     _last: float = 0.0
     _width: int = 0
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # the driver's live poller ticks too
 
     def __post_init__(self) -> None:
         self.stream = self.stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         if self.interval is None:
             self.interval = 0.5 if self.tty else 5.0
+
+    def set_phase(self, text: str) -> None:
+        """Say what the job is doing now (shown at once, also in a log); "" once frames flow."""
+        if text != self.phase:
+            self.phase = text
+            self.tick(force=True)
+
+    def set_inflight(self, frames: dict[str, int]) -> None:
+        """Frames already encoded in chunks not recorded yet, per video: per-frame progress."""
+        with self._lock:
+            self.inflight = dict(frames)
+        self.tick()
 
     def add(self, video_id: str, name: str, total: int, resumed: int = 0) -> None:
         self.videos[video_id] = VideoProgress(name, total, done=resumed, resumed=resumed)
@@ -69,9 +85,12 @@ class Progress:
                 return  # in a log the line above says it all
         self.tick(force=True)
 
+    def _done(self, video_id: str, v: VideoProgress) -> int:
+        return min(v.total, v.done + self.inflight.get(video_id, 0)) if v.total else v.done
+
     def totals(self) -> tuple[int, int, int]:
         total = sum(v.total for v in self.videos.values())
-        done = sum(v.done for v in self.videos.values())
+        done = sum(self._done(k, v) for k, v in self.videos.items())
         resumed = sum(v.resumed for v in self.videos.values())
         return done, total, resumed
 
@@ -84,17 +103,20 @@ class Progress:
         done, total, _ = self.totals()
         fps = self.rate()
         eta = (total - done) / fps if fps > 0 else None
-        parts = []
-        for v in self.videos.values():
-            if v.state in ("running", "waiting") and v.total:
-                parts.append(f"{v.name} {v.done}/{v.total}" + (" waiting" if v.state == "waiting" else ""))
+        parts = [self.phase] if self.phase else []
+        running = [f"{v.name} {self._done(k, v)}/{v.total}" + (" waiting" if v.state == "waiting" else "")
+                   for k, v in self.videos.items() if v.state in ("running", "waiting") and v.total]
         pct = 100.0 * done / total if total else 100.0
-        head = f"[{done}/{total} frames {pct:5.1f}% {fps:6.1f} fps ETA {_eta(eta)}]"
-        return " ".join([head, *parts[:4]]) + (" ..." if len(parts) > 4 else "")
+        head = f"[{done}/{total} frames {pct:5.1f}% {fps:6.1f} fps ETA {_eta(eta)}]" if self.videos else "[ffray]"
+        return " ".join([head, *parts, *running[:4]]) + (" ..." if len(running) > 4 else "")
 
     def tick(self, force: bool = False) -> None:
         if self.quiet:
             return
+        with self._lock:
+            self._tick(force)
+
+    def _tick(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self._last < (self.interval or 0):
             return
@@ -112,6 +134,10 @@ class Progress:
         """A message that stays (a finished or failed video)."""
         if self.quiet:
             return
+        with self._lock:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
         if self.tty and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self._width = 0

@@ -68,6 +68,7 @@ class JobTable:
     execution: dict[str, dict] = field(default_factory=dict)  # stage -> ExecutionOptions kwargs
     model_batch: dict[str, int] = field(default_factory=dict)  # stage -> frames per model call
     store_settings: dict = field(default_factory=dict)  # ModelStore kwargs (PipelineConfig.store_settings)
+    live_board: str = ""  # name of the run's LiveBoard actor (live.py): where actors report; "" = nowhere
 
     @property
     def options(self) -> FaceOptions:
@@ -235,7 +236,7 @@ class StageStart:
     driver's node only, a GPU out of memory) fails the chunks that actor is given, each with the reason,
     instead of taking the whole dataset (every other video of the job) down with a traceback."""
 
-    def __init__(self, stage: str, load: Callable[[], Any]):
+    def __init__(self, stage: str, load: Callable[[], Any], live=None):
         self.stage = stage
         try:
             self.value, self.error = load(), None
@@ -247,6 +248,8 @@ class StageStart:
             kind = {"model": ModelError, "input": InputError}.get(error_kind(exc), ProcessingError)
             self.value = None
             self.error = kind(f"{stage} could not start on {socket.gethostname()}: {error_text(exc)}")
+        if live is not None:  # the driver's progress line says which pools are ready
+            live.started(stage, str(self.error or ""))
 
     def failed_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
         def fail(i: int) -> dict[str, Any]:
@@ -427,10 +430,11 @@ def segment_path(segment_dir: str, chunk_index: int, chunk_id: str, ext: str) ->
 RESULT_COLUMNS = (*KEY_COLUMNS, "error", "segment", "sha256", "size", "frames", "faces")
 
 
-def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
+def write_rows(batch: dict[str, Any], table: JobTable, live=None) -> dict[str, Any]:
     """Segment writer: decode the chunk, paste its patches back, encode it to its deterministic segment
     path or URL (atomic) and keep only metadata. With `source_yuv` the decoded YUV frames are encoded as
-    they are and only the pixels a face stage changed are converted and written into them."""
+    they are and only the pixels a face stage changed are converted and written into them. `live`
+    (live.Reporter) hears the frames encoded so far, for per-frame progress."""
     from ffray.media.encode import SegmentWriter
     from ffray.media.io import split_uri
     from ffray.pipeline.datasource import decode_frames, task_of
@@ -456,6 +460,8 @@ def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
                     for image, (x1, y1, x2, y2), _ in coded_patches(j):
                         frame[y1:y2, x1:x2] = image
                     writer.write(frame, pts)
+                    if live is not None:
+                        live.encoded(video.video_key, int(batch["chunk_index"][i]), j + 1)
                     continue
                 pasted = list(coded_patches(j))
                 if pasted:  # a copy: the decoder may still reference the frame's pixels
@@ -466,6 +472,8 @@ def write_rows(batch: dict[str, Any], table: JobTable) -> dict[str, Any]:
                                               int(frame.colorspace), int(frame.color_range))
                     frame = av.VideoFrame.from_ndarray(flat.reshape(height * 3 // 2, width), format="yuv420p")
                 writer.write_frame(frame, pts)
+                if live is not None:
+                    live.encoded(video.video_key, int(batch["chunk_index"][i]), j + 1)
         seg = writer.result
         if seg.frames != frame_count(batch, i):
             raise RuntimeError(f"segment {dest}: wrote {seg.frames} of {frame_count(batch, i)} frames")

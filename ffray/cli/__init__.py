@@ -16,7 +16,7 @@ from ffray.errors import EXIT_CODES, EXIT_INTERRUPTED, FfrayError
 from ffray.redact import RedactingFilter, redact
 
 # module name under ffray.cli, in help order
-COMMAND_MODULES = ("probe", "models", "faces", "preview", "swap_image", "swap", "label")
+COMMAND_MODULES = ("probe", "models", "faces", "preview", "swap_image", "swap", "analyse", "label")
 
 
 def build_parser() -> argparse.ArgumentParser:

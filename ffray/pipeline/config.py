@@ -87,6 +87,8 @@ class PipelineConfig:
     # synthetic-media labels (ffray/label.py; never part of a video key): every output carries the
     # container tags; a JSON sidecar on request; a C2PA manifest when a certificate chain and key are given
     sidecar: bool = False
+    # reuse a target's face analysis across jobs (ffray/pipeline/analysis_cache.py); never in a video key
+    template_cache: bool = True
     sign_cert: str | None = None
     sign_key: str | None = None
 
@@ -250,6 +252,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=int, metavar="0-100")
     g.add_argument("--preset", metavar="NAME")
     g.add_argument("--read-cpus", type=float, dest="read_num_cpus", metavar="F")
+    g.add_argument("--no-template-cache", action="store_false", dest="template_cache", default=None,
+                   help="analyse the target again instead of reusing the faces an earlier job found in it "
+                   "(kept in <work-dir>/analysis, shared by every job on the same target and analysis settings)")
     g.add_argument("--convert-whole-frames", action="store_false", dest="source_yuv", default=None,
                    help="convert every frame to BGR and back (BT.709 output, FaceFusion's way) instead of "
                    "converting only the face pixels of 8-bit 4:2:0 sources and keeping the rest as decoded")
@@ -278,7 +283,7 @@ def pipeline_config_from_args(args: argparse.Namespace, file_values: dict[str, A
     cfg = PipelineConfig.from_dict(file_values or {}, where=getattr(args, "config", None) or "config")
     top = {}
     for name in ("work_dir", "chunk_frames", "intra_op_threads", "encoder", "quality", "preset",
-                 "read_num_cpus", "source_yuv"):
+                 "read_num_cpus", "source_yuv", "template_cache"):
         v = getattr(args, name, None)
         if v is not None:
             top[name] = v

@@ -38,6 +38,7 @@ from ffray.faces.types import Face
 from ffray.media.encode import keeps_source_yuv
 from ffray.media.io import sha256_and_size
 from ffray.pipeline import outputs, preflight
+from ffray.pipeline.analysis_cache import analysis_key
 from ffray.pipeline.config import FACE_STAGES, STAGES, PipelineConfig
 from ffray.pipeline.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from ffray.pipeline.lease import ChunkLeases, lease_uri
@@ -59,6 +60,9 @@ class VideoRequest:
     output: str
     sources: tuple[str, ...]
     name: str = ""  # label in progress and report; default: the target's file name
+    # --trim-frame-start/--trim-frame-end: only frames [start, end) (ffray.media.trim); None: not given
+    trim_start: int | None = None
+    trim_end: int | None = None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class VideoResult:
     reused_chunks: int = 0  # recorded by a concurrent job while this run waited for them (lease.py)
     seconds: float = 0.0
     output_info: dict = field(default_factory=dict)
+    trim: list[int] | None = None  # [start, end): the source frames the output holds; None: all
 
     def fail(self, exc: BaseException | str, kind: str = "processing") -> None:
         self.status = "failed"
@@ -247,7 +252,7 @@ def _segment_ext(encode) -> str:
 
 
 def video_key(content_hash: str, source_hashes: Sequence[str], options: FaceOptions, config: PipelineConfig,
-              encode, model_hashes: dict[str, str], source_yuv: bool = False) -> str:
+              encode, model_hashes: dict[str, str], source_yuv: bool = False, trim=None) -> str:
     """What a video's segments depend on: its content, its sources, every option that changes pixels or
     the encoded bytes, the models and the ffray version. Any job with the same key reuses its chunks.
     Providers and model batch sizes are left out on purpose: they change floating-point rounding, not
@@ -263,7 +268,26 @@ def video_key(content_hash: str, source_hashes: Sequence[str], options: FaceOpti
     }
     if source_yuv:  # frames composed in the source's YUV (encode.keeps_source_yuv): other bytes
         ident["compose"] = "source-yuv"
+    if trim is not None:  # a frame range (ffray.media.trim.Trim): its own chunks, never mixed with another's
+        ident["trim"] = trim.to_json()
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def analysis_model_hashes(options: FaceOptions, config: PipelineConfig) -> dict[str, str]:
+    """sha256 of every model whose output the template cache keeps (detector, landmarkers, recognizer,
+    classifier), resolved whether or not this job loads it: a change of swapper or enhancer keeps a
+    template's analysis valid, and a job that needs no embeddings finds the entries of one that did."""
+    if options.pack == "builtin":  # dlib's files come with the pinned face-recognition-models package
+        from importlib.metadata import version
+
+        return {"face_recognition_models": version("face-recognition-models"), "dlib": version("dlib-bin")}
+    from ffray.faces.packs import model_refs
+    from ffray.models.store import ModelStore
+
+    store = ModelStore(**config.store_settings())
+    kinds = ("detector", "landmarker", "recognizer", "classifier")
+    return {resolved.spec.name: resolved.sha256 for resolved in
+            (store.resolve(ref) for _, ref, kind in model_refs(options) if kind in kinds)}
 
 
 def job_identity(video_keys: Sequence[str]) -> str:
@@ -309,6 +333,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
     are recorded in the results, not raised."""
     from ffray.media import plan_chunks, probe
     from ffray.media.encode import avi_clock
+    from ffray.media.trim import resolve_trim, trim_plan, trimmed_info
 
     config.validate()
     preflight.check_job(options, config)  # models, work dir: the job does not start, and Ray neither
@@ -324,6 +349,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
     source_sets: dict[str, SourceSet] = {}
     source_hashes: dict[str, list[str]] = {}
     video_sources: dict[str, str] = {}
+    trims: dict[str, Any] = {}  # video id -> ffray.media.trim.Trim, or None for the whole video
     for req, res in zip(requests, results, strict=True):
         try:
             if not req.sources:
@@ -331,9 +357,11 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
             info = probe(req.target)
             if info.frames == 0:
                 raise MediaError(req.target, "no decodable video frames")
+            trims[res.video_id] = trim = resolve_trim(info, req.trim_start, req.trim_end, req.target)
+            res.trim = trim.to_json() if trim else None
             encode = _encode_for(req.output, config)
-            if encode.container == "avi":
-                avi_clock(info, req.output)  # VFR or rotated sources cannot go into AVI's frame slots
+            if encode.container == "avi":  # VFR or rotated sources cannot go into AVI's frame slots
+                avi_clock(trimmed_info(info, trim) if trim else info, req.output)
             preflight.check_sources(req.sources)
             output_folders.check(req.output)
             key = hashlib.sha256("\0".join(req.sources).encode()).hexdigest()[:16]
@@ -368,7 +396,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         source_yuv = config.source_yuv and keeps_source_yuv(info, encode)
         try:
             res.video_key = key = video_key(info.content_hash, source_hashes[video_sources[res.video_id]],
-                                            options, config, encode, model_hashes, source_yuv)
+                                            options, config, encode, model_hashes, source_yuv,
+                                            trims[res.video_id])
             # never write over an input; an existing output is this job's (done, no work) or refused
             outputs.check_destination(req.output, outputs.request_inputs(req.target, req.sources,
                                                                          options.reference_face_image))
@@ -380,7 +409,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
                 continue
             if key in videos:  # the same video with the same settings twice in one job: processed once
                 res.chunks, res.resumed_chunks = len(plans[key]), len(done[key])
-                progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
+                progress.add(res.video_id, req.name or Path(req.target).name, sum(c.frames for c in plans[key]),
                              resumed=sum(r.frames for r in done[key].values()))
                 continue
             reference = None
@@ -396,7 +425,8 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
                 source_key=video_sources[res.video_id], reference=reference, info=_slim_info(info),
                 segment_dir=join(ledger.video_dir, SEGMENTS), encode=encode, segment_ext=_segment_ext(encode),
                 source_yuv=source_yuv)
-            chunks = plan_chunks(info, config.chunk_frames)
+            chunks = trim_plan(plan_chunks(info, config.chunk_frames), info, trims[res.video_id],
+                               config.chunk_frames)
         except FfrayError as exc:
             res.fail(exc, _kind(exc))
             continue
@@ -408,7 +438,7 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         res.chunks, res.resumed_chunks = len(chunks), len(done[key])
         frame_bytes = info.coded_width * info.coded_height * 3
         tasks += [ChunkTask(key, req.target, c, frame_bytes) for c in chunks if c.index not in done[key]]
-        progress.add(res.video_id, req.name or Path(req.target).name, info.frames,
+        progress.add(res.video_id, req.name or Path(req.target).name, sum(c.frames for c in chunks),
                      resumed=sum(r.frames for r in done[key].values()))
 
     job_id = job_identity([r.video_key for r in results if r.video_key])
@@ -417,6 +447,10 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
         model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
         store_settings=config.store_settings())
+    if config.template_cache:
+        table.cache_root = root
+        hashes = analysis_model_hashes(options, config)
+        table.analysis_keys = {key: analysis_key(info.content_hash, options, hashes) for key, info in by_key.items()}
 
     return PreparedJob(job_id, join(root, "jobs", job_id), results, by_key, table, plans, ledgers, done, tasks,
                        model_hashes)
@@ -433,7 +467,7 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
     run_id = new_run_id()
     progress = progress or Progress(quiet=True)
     progress.set_phase(f"preparing {len(requests)} video{'s' if len(requests) != 1 else ''}: probing, "
-                       "checking models and outputs")
+                       "checking models and outputs", delay=2.0)
     try:
         job = prepare_job(requests, options, config, progress)
     except FfrayError as exc:
@@ -707,11 +741,12 @@ class Labels:
 def _remux_video(video: VideoJob, info, plan: list, done: dict[int, ChunkRecord], res: VideoResult,
                  job_started: float, labels: Labels) -> None:
     from ffray.media import remux
+    from ffray.media.trim import plan_trim  # a trimmed plan covers the range only
 
     try:
         segments = [done[c.index].segment for c in plan]
         out = remux(video.uri, segments, res.output, info=info, tags=labels.tags(),
-                    before_publish=labels.signer(video, info))
+                    before_publish=labels.signer(video, info), trim=plan_trim(plan, info))
         if labels.config.sidecar:
             from ffray.label import write_sidecar
 
@@ -745,7 +780,7 @@ def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: li
         {"video_id": v.video_id, "video_key": v.video_key, "target": v.target, "output": v.output, "status": v.status, "error": v.error,
          "frames": v.frames, "faces": v.faces, "chunks": v.chunks, "resumed_chunks": v.resumed_chunks,
          "reused_chunks": v.reused_chunks,
-         "seconds": v.seconds, "output_info": v.output_info}
+         "seconds": v.seconds, "output_info": v.output_info, "trim": v.trim}
         for v in results
     ]
     return redact_data({  # URLs may carry user:password@ (--model-source, targets, outputs)

@@ -44,6 +44,7 @@ class Progress:
     inflight: dict[str, int] = field(default_factory=dict)  # video id -> frames encoded in unfinished chunks
     _last: float = 0.0
     _width: int = 0
+    _closed: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)  # the driver's live poller ticks too
 
     def __post_init__(self) -> None:
@@ -52,10 +53,17 @@ class Progress:
         if self.interval is None:
             self.interval = 0.5 if self.tty else 5.0
 
-    def set_phase(self, text: str) -> None:
-        """Say what the job is doing now (shown at once, also in a log); "" once frames flow."""
-        if text != self.phase:
-            self.phase = text
+    def set_phase(self, text: str, delay: float = 0.0) -> None:
+        """Say what the job is doing now; "" once frames flow. Shown at once on a terminal; in a log
+        after `delay` seconds if still current, so a command refused at once prints only its error."""
+        if text == self.phase:
+            return
+        self.phase = text
+        if delay and not self.tty and not self.quiet:
+            timer = threading.Timer(delay, lambda: self.phase == text and not self._closed and self.tick(force=True))
+            timer.daemon = True
+            timer.start()
+        else:
             self.tick(force=True)
 
     def set_inflight(self, frames: dict[str, int]) -> None:
@@ -107,6 +115,8 @@ class Progress:
         running = [f"{v.name} {self._done(k, v)}/{v.total}" + (" waiting" if v.state == "waiting" else "")
                    for k, v in self.videos.items() if v.state in ("running", "waiting") and v.total]
         pct = 100.0 * done / total if total else 100.0
+        if not self.videos and not parts:
+            return ""  # nothing to say yet
         head = f"[{done}/{total} frames {pct:5.1f}% {fps:6.1f} fps ETA {_eta(eta)}]" if self.videos else "[ffray]"
         return " ".join([head, *parts, *running[:4]]) + (" ..." if len(running) > 4 else "")
 
@@ -120,8 +130,10 @@ class Progress:
         now = time.monotonic()
         if not force and now - self._last < (self.interval or 0):
             return
-        self._last = now
         text = self.render()
+        if not text:
+            return
+        self._last = now
         if self.tty:
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)
@@ -145,6 +157,7 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
+        self._closed = True
         if not self.quiet and self.tty and self._width:
             self.stream.write("\n")
             self.stream.flush()

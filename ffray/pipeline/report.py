@@ -35,6 +35,7 @@ def stage_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             a["busy_s"] += float(row[f"{stage}_s"])
             a["model_s"] += float(row.get(f"{stage}_model_s", 0.0))
             a["decode_s"] += float(row.get(f"{stage}_decode_s", 0.0))
+            a["cache_hits"] += int(row.get(f"{stage}_cache_hits", 0))
             a["batches"] += float(row[f"{stage}_calls"])
             a["bytes_in"] += int(row[f"{stage}_in"])
             a["bytes_out"] += int(row[f"{stage}_out"])
@@ -56,6 +57,7 @@ def stage_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "frames_per_busy_s": round(frames / a["busy_s"], 2) if a["busy_s"] > 0 else None,
             "model_s": round(a["model_s"], 4),  # of busy_s, in ONNX Runtime
             "decode_s": round(a["decode_s"], 4),  # of busy_s, decoding the chunk (detector and writer)
+            "cache_hits": int(a["cache_hits"]),  # chunks whose faces came from the template cache (detector)
             "ms_per_frame": {part: round(1000 * value / frames, 2) if frames else None
                              for part, value in (("busy", a["busy_s"]), ("model", a["model_s"]),
                                                  ("decode", a["decode_s"]),

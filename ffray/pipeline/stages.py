@@ -69,6 +69,9 @@ class JobTable:
     model_batch: dict[str, int] = field(default_factory=dict)  # stage -> frames per model call
     store_settings: dict = field(default_factory=dict)  # ModelStore kwargs (PipelineConfig.store_settings)
     live_board: str = ""  # name of the run's LiveBoard actor (live.py): where actors report; "" = nowhere
+    cache_root: str = ""  # work root of the template cache (analysis_cache.py); "" = no cache
+    analysis_keys: dict[str, str] = field(default_factory=dict)  # video key -> analysis key in the cache
+    analyse_only: bool = False  # `ffray analyse`: the detector fills the cache and sends nothing on
 
     @property
     def options(self) -> FaceOptions:
@@ -195,10 +198,12 @@ def error_kind(exc: BaseException) -> str:
 
 
 def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[str, Any]],
-              models: dict[str, str]) -> dict[str, Any]:
+              models: dict[str, str], job_id: str = "") -> dict[str, Any]:
     """Apply `per_row(i) -> {column: value}` to each row, catch per-row failures into `error`, and add
-    the stage's accounting columns. Columns not returned by `per_row` are kept as they came."""
+    the stage's accounting columns. Columns not returned by `per_row` are kept as they came. The
+    batch's numbers also go to Prometheus (metrics.py), labelled with `job_id`."""
     from ffray.models.sessions import model_seconds
+    from ffray.pipeline.metrics import record_stage
 
     n = row_count(batch)
     started = time.perf_counter()
@@ -227,6 +232,7 @@ def run_stage(stage: str, batch: dict[str, Any], per_row: Callable[[int], dict[s
     out[f"{stage}_in"] = np.array(in_bytes, dtype=np.int64)
     out[f"{stage}_models"] = np.array([json.dumps(models, sort_keys=True)] * n, dtype=object)
     out[f"{stage}_out"] = np.array([row_nbytes(out, i) for i in range(n)], dtype=np.int64)
+    record_stage(stage, out, job_id, failed_before=batch["error"])
     return out
 
 
@@ -270,6 +276,8 @@ def _passthrough(batch: dict[str, Any], key: str, i: int, result: dict[str, Any]
         return Patches.empty().columns()[key]
     if key.endswith("_decode_s"):
         return 0.0
+    if key.endswith("_cache_hits"):
+        return np.int64(0)
     if key in ("segment", "sha256", "error_kind"):
         return ""
     raise KeyError(f"stage produced column {key!r} for some rows only")
@@ -316,12 +324,16 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
     pack them, and cut each selected face's patch: nothing else of the frames leaves this stage."""
     from ffray.faces.packs import face_warps
     from ffray.faces.select import select_faces
+    from ffray.pipeline.analysis_cache import AnalysisCache, needs_embeddings
     from ffray.pipeline.datasource import decode_frames, task_of
 
     options = table.options
     size = table.model_batch.get("detector", 8)
     dist = distance or analyser.face_distance
     warps = face_warps(options)
+
+    cache = AnalysisCache(table.cache_root) if table.cache_root else None
+    embeddings = needs_embeddings(options)
 
     def per_row(i: int) -> dict[str, Any]:
         video = table.videos[str(batch["video_key"][i])]
@@ -331,9 +343,20 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
         selected: list[list[Face]] = []
         parts: list[Patches] = []
         upright: list[np.ndarray] = []
+        analysed: list[list[Face]] = []
+        cache_key = table.analysis_keys.get(video.video_key) if cache is not None else None
+        chunk_id = str(batch["chunk_id"][i])
+        cached = cache.load(cache_key, chunk_id, frame_count(batch, i), embeddings) if cache_key else None
 
         def analyse() -> None:
-            faces = analyser.analyse(upright)
+            if cached is not None:  # the template's faces from an earlier job: no model runs
+                faces = cached[len(selected):len(selected) + len(upright)]
+            else:
+                faces = analyser.analyse(upright)
+                analysed.extend(faces)
+            if table.analyse_only:
+                upright.clear()
+                return
             chosen = [select_faces(f, options, reference=video.reference, distance=dist, source_faces=source_faces)
                       for f in faces]
             boxes = [patch_boxes(frame.shape, f, warps) for frame, f in zip(upright, chosen, strict=True)]
@@ -341,20 +364,28 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
             selected.extend(chosen)
             upright.clear()
 
+        if table.analyse_only and cached is not None:
+            return {"faces": np.int64(sum(len(f) for f in cached)), "detector_cache_hits": np.int64(1)}
         for image, _ in clock.timed(decode_frames(task_of(batch, i))):
             upright.append(to_display(image, video.rotation))
             if len(upright) == size:
                 analyse()
         if upright:
             analyse()
+        if cache_key and cached is None:
+            cache.store(cache_key, chunk_id, analysed, embeddings)
+        if table.analyse_only:
+            return {"faces": np.int64(sum(len(f) for f in analysed or cached or [])),
+                    "detector_decode_s": clock.seconds}
         packed = pack_faces(selected)
         cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
         cols["faces"] = np.int64(len(packed["face_frame"]))
         cols.update(Patches.concat(parts).columns())
         cols["detector_decode_s"] = clock.seconds
+        cols["detector_cache_hits"] = np.int64(cached is not None)
         return cols
 
-    return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}))
+    return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}), table.job_id)
 
 
 def _apply_to_patches(batch: dict[str, Any], i: int, table: JobTable, size: int, canvas: Canvas,
@@ -406,7 +437,7 @@ def swap_rows(batch: dict[str, Any], swapper, sources: SourceCache, table: JobTa
         return _apply_to_patches(batch, i, table, size, canvas,
                                  lambda fr, fa: swapper.swap(fr, fa, source, inplace=True))
 
-    return run_stage("swapper", batch, per_row, dict(getattr(swapper, "model_hashes", {}) or {}))
+    return run_stage("swapper", batch, per_row, dict(getattr(swapper, "model_hashes", {}) or {}), table.job_id)
 
 
 def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable, canvas: Canvas | None = None) -> dict[str, Any]:
@@ -417,7 +448,7 @@ def enhance_rows(batch: dict[str, Any], enhancer, table: JobTable, canvas: Canva
         return _apply_to_patches(batch, i, table, size, canvas,
                                  lambda fr, fa: enhancer.enhance(fr, fa, inplace=True))
 
-    return run_stage("enhancer", batch, per_row, dict(getattr(enhancer, "model_hashes", {}) or {}))
+    return run_stage("enhancer", batch, per_row, dict(getattr(enhancer, "model_hashes", {}) or {}), table.job_id)
 
 
 def segment_path(segment_dir: str, chunk_index: int, chunk_id: str, ext: str) -> str:
@@ -481,7 +512,7 @@ def write_rows(batch: dict[str, Any], table: JobTable, live=None) -> dict[str, A
         return {"segment": dest, "sha256": seg.sha256, "size": np.int64(fs.size(path)),
                 "writer_decode_s": clock.seconds}
 
-    out = run_stage("writer", batch, per_row, {})
+    out = run_stage("writer", batch, per_row, {}, table.job_id)
     n = row_count(batch)
     dropped = ("chunk_task", *Patches.COLUMNS)
     result: dict[str, Any] = {k: out[k] for k in out if k not in dropped

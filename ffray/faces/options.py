@@ -72,6 +72,9 @@ class FaceOptions:
     reference_face_distance: float | None = None  # None: the pack's default (REFERENCE_DISTANCES)
     reference_frame_number: int = 0
     reference_face_image: str | None = None  # ffray: pick the reference face from an image instead of a frame
+    face_tracking: str = "on"  # ffray, videos: follow faces across frames (ffray.faces.track); off = per frame
+    face_track_gap: int = 3  # frames a followed face may be missed and still be swapped (interpolated)
+    face_track_smoothing: int = 0  # landmark smoothing half-window in frames along a track; 0 = none
     face_swapper_model: str = "hyperswap_1a_256"
     face_swapper_pixel_boost: int | None = None  # None = the model's native size
     face_swapper_weight: float = 0.5
@@ -92,6 +95,18 @@ class FaceOptions:
                 object.__setattr__(self, "reference_face_distance", float(self.reference_face_distance))
             except ValueError:
                 raise InputError(f"--reference-face-distance {self.reference_face_distance}: not a number") from None
+        if self.face_tracking not in ("on", "off"):
+            raise InputError(f"--face-tracking {self.face_tracking}: choose on or off")
+        for flag, value in (("--face-track-gap", self.face_track_gap), ("--face-track-smoothing",
+                                                                          self.face_track_smoothing)):
+            if isinstance(value, str):  # a manifest cell
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise InputError(f"{flag} {value}: not a whole number") from None
+                object.__setattr__(self, flag[2:].replace("-", "_"), value)
+            if value < 0:
+                raise InputError(f"{flag} {value}: must be 0 or more")
         if self.face_selector_gender not in (None, *SELECTOR_GENDERS):
             raise InputError(f"--face-selector-gender {self.face_selector_gender}: choose from "
                              f"{', '.join(SELECTOR_GENDERS)}")
@@ -162,7 +177,8 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
                    help="builtin: dlib + classical swap, no download; facefusion: FaceFusion's ONNX models "
                         "(default: %(default)s)")
     g.add_argument("--face-detector-model", default=d.face_detector_model, metavar=model,
-                   help="face detector: yolo_face, retinaface, scrfd, yunet or many (default: %(default)s)")
+                   help="face detector: yolo_face, retinaface, scrfd, yunet or many; builtin pack: hog for dlib's "
+                        "HOG, any other name for its YuNet (libfacedetection) (default: %(default)s)")
     g.add_argument("--face-detector-size", type=int, default=d.face_detector_size, metavar="PX",
                    help="square input size the detector sees the frame at (default: %(default)s)")
     g.add_argument("--face-detector-score", type=float, default=d.face_detector_score, metavar="0..1",
@@ -174,7 +190,7 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
                    metavar="PERCENT", help="zero padding before detection, 1-4 values, top right bottom left "
                                            "(default: %(default)s)")
     g.add_argument("--face-detector-upsample", type=int, default=d.face_detector_upsample, metavar="N",
-                   help="builtin pack: HOG upsampling steps; each halves the smallest face found (~80 px at 0) "
+                   help="builtin pack, hog detector: upsampling steps; each halves the smallest face found (~80 px at 0) "
                         "and costs ~4x the time (default: %(default)s)")
     g.add_argument("--face-landmarker-model", default=d.face_landmarker_model, metavar=model,
                    help="68-point landmarker: 2dfan4, peppa_wutz or many (default: %(default)s)")
@@ -218,6 +234,16 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> None:
                    help="reference mode: take the reference face from this image instead of a frame, the face at "
                         "--reference-face-position (default position 0 in order large-small: its largest) "
                         "(default: off)")
+    g.add_argument("--face-tracking", choices=("on", "off"), default=d.face_tracking,
+                   help="videos: follow each face from frame to frame and decide per track, so a chosen face stays "
+                        "swapped through blur and missed detections; off: FaceFusion's per-frame selection "
+                        "exactly (default: %(default)s)")
+    g.add_argument("--face-track-gap", type=int, default=d.face_track_gap, metavar="N",
+                   help="frames a tracked face may go undetected and still be swapped, its box and landmarks "
+                        "interpolated (default: %(default)s)")
+    g.add_argument("--face-track-smoothing", type=int, default=d.face_track_smoothing, metavar="N",
+                   help="average a tracked face's landmarks over +-N frames against detector jitter; 0: none "
+                        "(default: %(default)s)")
     g.add_argument("--face-swapper-model", "--swapper", dest="face_swapper_model", default=d.face_swapper_model,
                    metavar=model, help="face swapper (default: %(default)s)")
     g.add_argument("--face-swapper-pixel-boost", type=int, default=None, metavar="PX",

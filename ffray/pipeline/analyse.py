@@ -38,13 +38,14 @@ def run_analyse(targets: Sequence[str], options: FaceOptions, config: PipelineCo
     from ffray.pipeline import preflight
     from ffray.pipeline.analysis_cache import AnalysisCache, analysis_key, needs_embeddings
     from ffray.pipeline.connect import connect_ray
-    from ffray.pipeline.datasource import ChunkDatasource, ChunkTask
+    from ffray.pipeline.datasource import ChunkTask
     from ffray.pipeline.driver import (
         _Analysis,
         _configure_data_context,
         _execution_kwargs,
         _slim_info,
         analysis_model_hashes,
+        build_dataset,
         result_rows,
     )
     from ffray.pipeline.stages import JobTable, VideoJob
@@ -85,7 +86,7 @@ def run_analyse(targets: Sequence[str], options: FaceOptions, config: PipelineCo
     table = JobTable(job_id="analyse", face_options=options.to_dict(), videos=videos, sources={},
                      model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
                      store_settings=config.store_settings(), cache_root=root,
-                     analysis_keys={k: k for k in videos}, analyse_only=True)
+                     analysis_keys={k: k for k in videos})
     progress.set_phase(f"starting Ray ({'connecting to ' + address if address else 'local'})")
     connect_ray(address, config, quiet=quiet, num_cpus=local_cpus, num_gpus=local_gpus, timeout_s=connect_timeout)
     try:
@@ -94,14 +95,7 @@ def run_analyse(targets: Sequence[str], options: FaceOptions, config: PipelineCo
         table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
         _configure_data_context(effective, quiet)
         progress.set_phase("")
-        from actors import FaceDetectorStage
-
-        st = effective.stage("detector")
-        ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=len(tasks),
-                                      num_cpus=effective.read_num_cpus).map_batches(
-            FaceDetectorStage, fn_constructor_kwargs={"table": table},
-            compute=ray.data.ActorPoolStrategy(min_size=st.min_actors, max_size=st.max_actors),
-            num_gpus=st.num_gpus or None, num_cpus=st.num_cpus, batch_size=st.batch_size, batch_format="numpy")
+        ds = build_dataset(tasks, table, effective, with_enhancer=False, analyse_only=True)
         for row in result_rows(ds):
             if row["error"]:
                 result.failures.append(str(row["error"]))

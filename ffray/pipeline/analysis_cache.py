@@ -129,18 +129,20 @@ def faces_from_bytes(data: bytes) -> list[list[Face]]:
 # --- the store ------------------------------------------------------------------------------------
 
 
-class AnalysisCache:
-    def __init__(self, root: str):
-        from ffray.pipeline.storage import join
+class FaceStore:
+    """Faces per frame of each chunk under `folder`/<key>/<chunk id>.npz, verified on read: the template
+    cache (`AnalysisCache`) and each video's tracked selection (`selection_store`)."""
 
-        self.folder = join(root, CACHE_DIR)
+    def __init__(self, folder: str):
+        self.folder = folder
 
     def _paths(self, key: str, chunk_id: str) -> tuple[str, str]:
         from ffray.pipeline.storage import join
 
-        return join(self.folder, key, f"{chunk_id}.npz"), join(self.folder, key, f"{chunk_id}.json")
+        folder = join(self.folder, key) if key else self.folder
+        return join(folder, f"{chunk_id}.npz"), join(folder, f"{chunk_id}.json")
 
-    def load(self, key: str, chunk_id: str, frames: int, embeddings: bool) -> list[list[Face]] | None:
+    def load(self, key: str, chunk_id: str, frames: int, embeddings: bool = False) -> list[list[Face]] | None:
         """The chunk's analysed faces, or None: not there, damaged, or without embeddings a job needs."""
         from ffray.media.io import split_uri
 
@@ -166,7 +168,7 @@ class AnalysisCache:
             log.warning("%s: ignoring a damaged face-analysis cache entry (%s); analysing again", data_uri, exc)
             return None
 
-    def store(self, key: str, chunk_id: str, faces: list[list[Face]], embeddings: bool) -> None:
+    def store(self, key: str, chunk_id: str, faces: list[list[Face]], embeddings: bool = False) -> None:
         """Best effort: a cache that cannot be written only costs the next job the analysis."""
         from ffray.pipeline.storage import write_atomic, write_json_atomic
 
@@ -178,3 +180,9 @@ class AnalysisCache:
                                            "frames": len(faces), "embeddings": embeddings, "format": FORMAT})
         except Exception as exc:
             log.warning("%s: cannot write the face-analysis cache (%s)", data_uri, exc)
+
+
+def AnalysisCache(root: str) -> FaceStore:  # noqa: N802  (reads as the thing it is)
+    from ffray.pipeline.storage import join
+
+    return FaceStore(join(root, CACHE_DIR))

@@ -146,7 +146,8 @@ def _configure_data_context(config: PipelineConfig, quiet: bool) -> None:
     log_once("ray_data_progress_manager_disabled")  # the notice that bars are off: they are off on purpose
 
 
-def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool):
+def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enhancer: bool,
+                  analyse_only: bool = False):
     """read (one task per chunk) -> detector pool -> swapper pool -> [enhancer pool] -> segment writer.
     No runtime_env: workers read storage settings from their own environment (see storage.py), so a
     job's workers are the same whatever its URLs are, and no credential reaches Ray's logs."""
@@ -163,10 +164,14 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
     # would not change that, the worker-kill and node-loss tests restart actors with it.
     ds = ray.data.read_datasource(ChunkDatasource(tasks), override_num_blocks=max(1, len(tasks)),
                                   num_cpus=config.read_num_cpus)
-    stages = [("detector", FaceDetectorStage), ("swapper", FaceSwapperStage)]
-    if with_enhancer:
-        stages.append(("enhancer", FaceEnhancerStage))
-    stages.append(("writer", SegmentWriterStage))
+    stages = [("detector", FaceDetectorStage)]
+    if analyse_only:  # the template cache's pass (`ffray analyse`, face tracking): faces only
+        table = dataclasses.replace(table, analyse_only=True)
+    else:
+        stages.append(("swapper", FaceSwapperStage))
+        if with_enhancer:
+            stages.append(("enhancer", FaceEnhancerStage))
+        stages.append(("writer", SegmentWriterStage))
     for name, cls in stages:
         st = config.stage(name)
         ds = ds.map_batches(
@@ -313,6 +318,7 @@ class PreparedJob:
     done: dict[str, dict[int, ChunkRecord]]
     tasks: list
     model_hashes: dict[str, str]
+    distance: Any = None  # the pack's identity distance (face tracking links and matches with it)
 
 
 def _verified_chunks(ledger: VideoLedger, chunks: list) -> dict[int, ChunkRecord]:
@@ -447,13 +453,14 @@ def prepare_job(requests: Sequence[VideoRequest], options: FaceOptions, config: 
         execution={s: _execution_kwargs(config, s) for s in FACE_STAGES},
         model_batch={s: config.stage(s).model_batch_size for s in FACE_STAGES},
         store_settings=config.store_settings())
-    if config.template_cache:
+    if config.template_cache or options.face_tracking == "on":  # tracking reads the whole video's faces
         table.cache_root = root
         hashes = analysis_model_hashes(options, config)
         table.analysis_keys = {key: analysis_key(info.content_hash, options, hashes) for key, info in by_key.items()}
 
+    distance = analysis.analyser.face_distance if by_key else None
     return PreparedJob(job_id, join(root, "jobs", job_id), results, by_key, table, plans, ledgers, done, tasks,
-                       model_hashes)
+                       model_hashes, distance)
 
 
 def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: PipelineConfig, *,
@@ -553,6 +560,8 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                     if not progress.quiet:
                         table.live_board = f"ffray-live-{run_id}"
                         watcher = LiveWatcher(start_board(table.live_board), in_use, progress, sharing, done)
+                if options.face_tracking == "on":
+                    track_videos(job, options, tasks, effective, progress)
                 ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
                 tasks = []
                 for row in result_rows(ds):
@@ -654,6 +663,51 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
     if st.num_gpus and 0 < st.num_gpus < 1:
         kw["gpu_share"] = st.num_gpus
     return kw
+
+
+def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: PipelineConfig,
+                 progress: Progress) -> None:
+    """Face tracking (ffray.faces.track) needs every frame's faces before it decides any: analyse the
+    chunks of these videos the template cache lacks (a detector-only pass), follow the faces through
+    each whole video, and store the faces to swap per chunk beside its segments, where the detector
+    stage reads them. Deterministic: a rerun or a resumed job computes the same selection."""
+    from ffray.faces.track import TrackOptions, track_selection
+    from ffray.pipeline.analysis_cache import AnalysisCache, FaceStore, needs_embeddings
+    from ffray.pipeline.datasource import ChunkTask
+
+    table = job.table
+    cache = AnalysisCache(table.cache_root)
+    embeddings = needs_embeddings(options)
+    keys = sorted({t.video_key for t in tasks} - set(table.selections))
+    missing = []
+    for key in keys:
+        info = job.infos[key]
+        missing += [ChunkTask(key, table.videos[key].uri, c, info.coded_width * info.coded_height * 3)
+                    for c in job.plans[key]
+                    if cache.load(table.analysis_keys[key], c.id, c.end - c.start, embeddings) is None]
+    if missing:
+        progress.set_phase(f"analysing {len(missing)} chunks to follow faces across frames")
+        for row in result_rows(build_dataset(missing, table, config, with_enhancer=False, analyse_only=True)):
+            if row["error"]:
+                raise ProcessingError(str(row["error"]))
+        progress.set_phase("")
+    tracking = TrackOptions(max_gap=options.face_track_gap, smoothing=options.face_track_smoothing)
+    for key in keys:
+        video, plan = table.videos[key], job.plans[key]
+        faces = []
+        for c in plan:
+            chunk_faces = cache.load(table.analysis_keys[key], c.id, c.end - c.start, embeddings)
+            if chunk_faces is None:
+                raise ProcessingError(f"{video.uri}: the faces of chunk {c.index} could not be read back "
+                                      f"from {cache.folder}")
+            faces += chunk_faces
+        source = table.sources.get(video.source_key)
+        chosen = track_selection(faces, options, tracking, reference=video.reference, distance=job.distance,
+                                 source_faces=source.faces if source else None)
+        store = FaceStore(join(job.ledgers[key].video_dir, "selection"))
+        for c in plan:
+            store.store("", c.id, chosen[c.start - plan[0].start:c.end - plan[0].start])
+        table.selections[key] = store.folder
 
 
 class LiveWatcher:

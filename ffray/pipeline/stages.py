@@ -72,6 +72,9 @@ class JobTable:
     cache_root: str = ""  # work root of the template cache (analysis_cache.py); "" = no cache
     analysis_keys: dict[str, str] = field(default_factory=dict)  # video key -> analysis key in the cache
     analyse_only: bool = False  # `ffray analyse`: the detector fills the cache and sends nothing on
+    # video key -> folder of its tracked selection (faces to swap per chunk, decided by the driver over
+    # the whole video: ffray.faces.track); the detector then only cuts their patches
+    selections: dict[str, str] = field(default_factory=dict)
 
     @property
     def options(self) -> FaceOptions:
@@ -322,9 +325,10 @@ def upright_shape(video: VideoJob) -> tuple[int, int]:
 def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None) -> dict[str, Any]:
     """Detector stage: decode the chunk, analyse every frame (upright), select the faces to process,
     pack them, and cut each selected face's patch: nothing else of the frames leaves this stage."""
+    from ffray.errors import ProcessingError
     from ffray.faces.packs import face_warps
     from ffray.faces.select import select_faces
-    from ffray.pipeline.analysis_cache import AnalysisCache, needs_embeddings
+    from ffray.pipeline.analysis_cache import AnalysisCache, FaceStore, needs_embeddings
     from ffray.pipeline.datasource import decode_frames, task_of
 
     options = table.options
@@ -347,8 +351,21 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
         cache_key = table.analysis_keys.get(video.video_key) if cache is not None else None
         chunk_id = str(batch["chunk_id"][i])
         cached = cache.load(cache_key, chunk_id, frame_count(batch, i), embeddings) if cache_key else None
+        chosen_faces = None
+        if video.video_key in table.selections:
+            chosen_faces = FaceStore(table.selections[video.video_key]).load("", chunk_id, frame_count(batch, i))
+            if chosen_faces is None:
+                raise ProcessingError(f"{video.uri}: chunk {chunk_id}: the tracked face selection is missing "
+                                      f"from {table.selections[video.video_key]}; run the job again")
 
         def analyse() -> None:
+            if chosen_faces is not None:  # decided per track by the driver: only the patches to cut
+                chosen = chosen_faces[len(selected):len(selected) + len(upright)]
+                boxes = [patch_boxes(frame.shape, f, warps) for frame, f in zip(upright, chosen, strict=True)]
+                parts.append(cut_patches(upright, boxes, first=len(selected)))
+                selected.extend(chosen)
+                upright.clear()
+                return
             if cached is not None:  # the template's faces from an earlier job: no model runs
                 faces = cached[len(selected):len(selected) + len(upright)]
             else:
@@ -372,7 +389,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
                 analyse()
         if upright:
             analyse()
-        if cache_key and cached is None:
+        if cache_key and cached is None and chosen_faces is None:
             cache.store(cache_key, chunk_id, analysed, embeddings)
         if table.analyse_only:
             return {"faces": np.int64(sum(len(f) for f in analysed or cached or [])),
@@ -382,7 +399,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
         cols["faces"] = np.int64(len(packed["face_frame"]))
         cols.update(Patches.concat(parts).columns())
         cols["detector_decode_s"] = clock.seconds
-        cols["detector_cache_hits"] = np.int64(cached is not None)
+        cols["detector_cache_hits"] = np.int64(cached is not None or chosen_faces is not None)
         return cols
 
     return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}), table.job_id)

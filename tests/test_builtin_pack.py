@@ -67,9 +67,9 @@ def test_model_hashes_are_the_sha256_of_the_dlib_files(analyser):
         assert "68" not in path.name  # the 68-point model's licence forbids commercial use
 
 
-def test_landmarks_are_in_facefusion_order(analyser):
+def test_landmarks_are_in_facefusion_order():
     image = meds("aa-S001-01")
-    face = one_face(analyser, image)
+    face = one_face(BuiltinAnalyser(FaceOptions(face_detector_model="hog")), image)  # dlib's points derived
     left_eye, right_eye, nose, left_mouth, right_mouth = face.landmark_5_68
     assert left_eye[0] < nose[0] < right_eye[0]
     assert left_mouth[0] < nose[0] < right_mouth[0]
@@ -121,13 +121,15 @@ def test_exif_orientation_gives_the_same_face(analyser):
 def test_detector_angles_find_a_rotated_face():
     upright = meds("aa-S001-01")
     sideways = cv2.rotate(upright, cv2.ROTATE_90_CLOCKWISE)
-    assert BuiltinAnalyser(FaceOptions()).analyse([sideways])[0] == []  # HOG sees upright faces only
-    found = BuiltinAnalyser(FaceOptions(face_detector_angles=(0, 90, 270))).analyse([sideways], embed=True)[0]
+    hog = FaceOptions(face_detector_model="hog")
+    assert BuiltinAnalyser(hog).analyse([sideways])[0] == []  # HOG sees upright faces only
+    turned = BuiltinAnalyser(FaceOptions(face_detector_model="hog", face_detector_angles=(0, 90, 270)))
+    found = turned.analyse([sideways], embed=True)[0]
     assert len(found) == 1
     # the landmarks come back in the sideways frame's coordinates: rotate them upright and compare
     h = upright.shape[0]
     back = np.stack([found[0].landmark_5_68[:, 1], h - found[0].landmark_5_68[:, 0]], axis=1)
-    reference = BuiltinAnalyser(FaceOptions()).analyse([upright], embed=True)[0][0]
+    reference = BuiltinAnalyser(hog).analyse([upright], embed=True)[0][0]
     # the points are rotated too: eye order follows the sideways image's left/right
     assert np.abs(np.sort(back, axis=0) - np.sort(reference.landmark_5_68, axis=0)).max() < 6
     assert dlib_distance(found[0], reference) < 0.15
@@ -220,7 +222,7 @@ def _video_frames(indices: set[int]) -> list[np.ndarray]:
 
 def test_video_frames_small_faces_need_upsampling(swapper):
     frames = _video_frames({0, 45})
-    options = FaceOptions(face_selector_mode="many")
+    options = FaceOptions(face_selector_mode="many", face_detector_model="hog")
     found = {up: BuiltinAnalyser(options, upsample=up).analyse(frames) for up in (0, 2)}
     counts = {up: [len(f) for f in faces] for up, faces in found.items()}
     assert all(n >= 2 for n in counts[2]), counts  # about 5 faces per frame; HOG sees the frontal ones
@@ -269,8 +271,8 @@ def test_enhancer_sharpens_only_inside_the_face(analyser):
 
 def test_detector_score_maps_onto_the_hog_margin():
     image = astronaut()
-    default = BuiltinAnalyser(FaceOptions()).analyse([image])[0]
-    strict = BuiltinAnalyser(FaceOptions(face_detector_score=0.9)).analyse([image])[0]
+    default = BuiltinAnalyser(FaceOptions(face_detector_model="hog")).analyse([image])[0]
+    strict = BuiltinAnalyser(FaceOptions(face_detector_model="hog", face_detector_score=0.9)).analyse([image])[0]
     assert all(f.score >= 0.5 for f in default) and all(f.score >= 0.9 for f in strict)
     assert 1 <= len(strict) < len(default)  # the mission patch (a weak HOG hit) goes, her face stays
     assert largest_face(strict).box.tolist() == largest_face(default).box.tolist()

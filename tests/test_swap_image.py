@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ffray.errors import InputError, MediaError
-from ffray.faces.builtin import BuiltinAnalyser, dlib_distance
+from ffray.faces.builtin import BuiltinAnalyser, dlib_distance, model_paths
 from ffray.faces.image import read_image, swap_image, write_image
 from ffray.faces.options import FaceOptions
 from ffray.faces.select import largest_face
@@ -169,7 +169,7 @@ def test_reference_selection_swaps_only_the_matching_face(tmp_path, analyser):
     assert summary["swapped_faces"] == 2
     many = read_image(tmp_path / "many.png")
     assert np.any(many[:, width_a:] != before[:, width_a:])
-    assert set(summary["model_hashes"]) == {"dlib_shape_predictor_5", "dlib_face_recognition_resnet_v1"}
+    assert set(summary["model_hashes"]) == set(model_paths())  # dlib's two, and YuNet's where yuface is
 
 
 def test_reference_from_the_target_itself_and_no_match(tmp_path):
@@ -199,9 +199,10 @@ def test_upsample_option_finds_small_faces(tmp_path):
     write_image(target, small)
     source = str(asset("media/meds-aa-S001-01.jpg"))
     with pytest.raises(InputError, match="small.png: no face found"):
-        swap_image([source], target, tmp_path / "o0.png", FaceOptions(face_detector_upsample=0))
+        swap_image([source], target, tmp_path / "o0.png",
+                   FaceOptions(face_detector_model="hog", face_detector_upsample=0))
     result = run_cli("--source", source, "--target", str(target), "--output", str(tmp_path / "o1.png"),
-                     "--face-detector-upsample", "1")
+                     "--face-detector-model", "hog", "--face-detector-upsample", "1")
     assert result.returncode == 0, result.stderr
     assert np.any(read_image(tmp_path / "o1.png") != small)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o1.png", "small.png"]

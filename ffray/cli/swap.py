@@ -19,6 +19,7 @@ from typing import Any
 
 from ffray.errors import EXIT_FAILED, EXIT_OK, FfrayError, InputError
 from ffray.faces.options import FaceOptions, add_face_arguments, face_options_from_args
+from ffray.media.trim import add_trim_arguments, check_trim, pop_manifest_trim, row_trim
 from ffray.redact import redact
 
 SWAP_DESCRIPTION = """\
@@ -36,8 +37,9 @@ BATCH_DESCRIPTION = """\
 Run many videos as one job. MANIFEST is CSV (header: source,target,output[,face option columns]) or
 JSONL (one object per line: {"source": IMG or [IMG, ...], "target": VIDEO, "output": OUT,
 "options": {face options}}). Several source images in a CSV cell are separated by ';'. Relative paths are
-relative to the manifest. Every output must lie below --output-root (default: the manifest's folder) and
-be none of the row's inputs; an existing output is refused unless it is what this same job wrote before
+relative to the manifest. The options may include trim_frame_start and trim_frame_end, the row's frame
+range (--trim-frame-start/--trim-frame-end apply to the rows that give none). Every output must lie
+below --output-root (default: the manifest's folder) and be none of the row's inputs; an existing output is refused unless it is what this same job wrote before
 (already done) or --overwrite is given. A row that fails (bad line, refused output, bad input) is listed
 at the end with its reason; the others complete. Exit code 0 only if every row succeeded.
 """
@@ -80,6 +82,7 @@ def register(subparsers) -> None:
     swap.add_argument("--target", "-t", required=True, metavar="VIDEO")
     swap.add_argument("--output", "-o", required=True, metavar="OUT")
     _add_run_arguments(swap)
+    add_trim_arguments(swap)
     swap.set_defaults(func=run_swap_command)
 
     batch = subparsers.add_parser("batch", help="swap faces in the videos of a CSV/JSONL manifest",
@@ -89,6 +92,7 @@ def register(subparsers) -> None:
                        help="every row's output must resolve below this folder (or URL prefix); a row whose "
                        "output is elsewhere fails alone. Default: the manifest's folder")
     _add_run_arguments(batch)
+    add_trim_arguments(batch)  # every row's, unless its own trim_frame_start/trim_frame_end say otherwise
     batch.set_defaults(func=run_batch_command)
 
     demo = subparsers.add_parser("demo", help="offline demo on a local Ray (builtin pack)",
@@ -176,8 +180,10 @@ def _run(requests, options, config, args, label_failures: bool):
 def run_swap_command(args: argparse.Namespace) -> int:
     from ffray.pipeline.driver import VideoRequest
 
+    trim_start, trim_end = check_trim(args.trim_frame_start, args.trim_frame_end)  # the rest once probed
     options, config = resolve_options(args)
-    request = VideoRequest(target=args.target, output=args.output, sources=tuple(args.sources))
+    request = VideoRequest(target=args.target, output=args.output, sources=tuple(args.sources),
+                           trim_start=trim_start, trim_end=trim_end)
     _check_destination(request, options)
     result = _run([request], options, config, args, label_failures=False)
     video = result.videos[0]
@@ -296,9 +302,16 @@ def manifest_rows(path: str) -> list[ManifestRow]:
             rows.append(ManifestRow(where, error="source must be a path or a list of paths, target and output "
                                                  "paths, options an object"))
             continue
+        opts = dict(opts)
+        try:  # trim_frame_start / trim_frame_end: the row's frame range, not face options
+            trim_start, trim_end = pop_manifest_trim(opts)
+        except InputError as exc:
+            rows.append(ManifestRow(where, error=str(exc)))
+            continue
         request = VideoRequest(target=local(target), output=local(output),
-                               sources=tuple(local(x.strip()) for x in sources))
-        rows.append(ManifestRow(where, request, dict(opts)))
+                               sources=tuple(local(x.strip()) for x in sources),
+                               trim_start=trim_start, trim_end=trim_end)
+        rows.append(ManifestRow(where, request, opts))
     return rows
 
 
@@ -328,6 +341,7 @@ def check_batch_outputs(rows: list[ManifestRow], manifest: str, output_root: str
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
+    default_trim = check_trim(args.trim_frame_start, args.trim_frame_end)
     options, config = resolve_options(args)
     manifest = manifest_rows(args.manifest)
     rows = [(row.request, row.options, row.error) for row in manifest]
@@ -343,6 +357,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             continue
         try:
             opts = _row_options(options, extra or {}, args.manifest)
+            request = row_trim(request, *default_trim)
             if opts.reference_face_image:
                 _check_destination(request, opts)
         except InputError as exc:

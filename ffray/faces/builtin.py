@@ -1,13 +1,28 @@
 """The builtin pack: real detection and identity with dlib, a classical swapper and enhancer.
 
-Needs no download and no GPU: dlib's HOG frontal face detector, its 5-point shape predictor and its
-128-D ResNet face descriptor, whose weights ship on PyPI in `face-recognition-models` (public domain /
-CC0). dlib's 68-point model is never used: its licence forbids commercial use.
+Needs no download and no GPU. Detector: libfacedetection's YuNet CNN (C++, weights compiled into the
+library; PyPI `yuface`, BSD-3-Clause), or dlib's HOG frontal face detector (`face_detector_model`
+`hog`; also what the default falls back to, with a warning, where `yuface` has no wheel). Landmarks
+and identity: dlib's 5-point shape predictor and its 128-D ResNet face descriptor, whose weights ship
+on PyPI in `face-recognition-models` (public domain / CC0). dlib's 68-point model is never used: its
+licence forbids commercial use.
 
-Landmarks. dlib's 5-point predictor marks both corners of each eye and the base of the nose (subnasale),
-not FaceFusion's eye centres, nose tip and mouth corners. `Face.landmark_5` / `landmark_5_68` are filled
-in FaceFusion's order as follows, in a frame where the origin is midway between the eye centres, x runs
-towards the right eye and the unit is the eye distance:
+Detector choice (`benchmarks/builtin_detector.py`, video_01.mp4, five people per frame, 2-core CPU):
+HOG at 1 upsample finds 41% of the faces (about 2 of 5 per frame: the small and turned ones are lost)
+at ~110 ms CPU per 640x480 frame; HOG at 2 upsamples 52% at ~4x that; dlib's CNN MMOD 20% at ~2.5 s.
+libfacedetection's YuNet finds all five in every frame at ~55 ms (OpenMP pinned to one thread: the
+pack is single-threaded like dlib, and a shared CPU thrashes with more). Its boxes are YuNet's
+(taller than HOG's, forehead to chin), as FaceFusion's `yunet` gives them.
+
+Landmarks. With YuNet, `Face.landmark_5` / `landmark_5_68` are YuNet's own five keypoints (eye centres,
+nose tip, mouth corners: FaceFusion's order, as FaceFusion's `yunet` gives them; whole pixels). dlib's
+5-point predictor still runs on every face, in a HOG-shaped box derived from YuNet's (`predictor_rect`),
+for the embedding. On video_01's faces (eye distances 8-30 px) YuNet's points lie 0.04-0.07 eye
+distances from the ONNX YuNet's, the predictor's 0.09-0.2 (worse the smaller the face), so the swap
+aligns on YuNet's. With HOG, dlib's 5-point predictor marks both corners of each eye and the base of
+the nose (subnasale), not FaceFusion's eye centres, nose tip and mouth corners, and `Face.landmark_5` /
+`landmark_5_68` are filled in FaceFusion's order as follows, in a frame where the origin is midway
+between the eye centres, x runs towards the right eye and the unit is the eye distance:
   - eye centres: the mean of each eye's two corners (measured);
   - nose tip: (nose_base.x, 0.75 * nose_base.y);
   - mouth corners: (nose_base.x -/+ 0.42, 1.5 * nose_base.y).
@@ -16,13 +31,19 @@ pitch, yaw and face proportions roughly); the constants were calibrated once aga
 on frontal photos, where the derived points land within ~0.06 eye distances of YuNet's. dlib's own
 points (in dlib's order) stay in `Face.extra["dlib_shape_5"]` and are what the embedding uses.
 
-Detection scores. HOG gives an SVM margin, not a probability. `Face.score` = margin + 0.5, so
+Detection scores. YuNet: `Face.score` = (libfacedetection's confidence / 100)^2, the cls x obj product
+that FaceFusion's `yunet` compares with `face_detector_score` (libfacedetection reports its square root,
+in whole percent); the frame is seen at most `face_detector_size` square (downscaled to fit, as
+FaceFusion does), so the default 640 costs the same per frame for any video size; faces down to ~10 px
+at that size are found. HOG gives an SVM margin, not a probability: `Face.score` = margin + 0.5, so
 `face_detector_score` (FaceFusion's default 0.5) corresponds to dlib's own threshold (margin 0); lower
-it to find more (and falser) faces. `face_detector_angles` and NMS work as for the ONNX detectors.
-HOG cannot see faces smaller than ~80 px; each upsample halves that and costs ~4x the time (the
-`upsample` argument; see `DEFAULT_UPSAMPLE`). The model options of the ONNX pack (detector model and
-size, landmarker, recognizer, swapper and enhancer model names, occluder/parser masks) do not apply here;
-the box mask options (`face_mask_blur`, `face_mask_padding`) do.
+it to find more (and falser) faces. HOG cannot see faces smaller than ~80 px; each upsample halves that
+and costs ~4x the time (`face_detector_upsample`, HOG only; see `DEFAULT_UPSAMPLE`); HOG ignores
+`face_detector_size`. `face_detector_angles` and NMS work as for the ONNX detectors. Every
+`face_detector_model` except `hog` (`builtin`, or a FaceFusion name, which this pack does not load)
+selects YuNet. The other model options of the ONNX pack (landmarker, recognizer, swapper and enhancer
+model names, occluder/parser masks) do not apply here; the box mask options (`face_mask_blur`,
+`face_mask_padding`) do.
 
 Identity distance. `face_distance` is half dlib's Euclidean distance between 128-D descriptors, so
 that `reference_face_distance` reads on a scale like FaceFusion's: the pack's default
@@ -45,8 +66,10 @@ not used by this pack: any `face_enhancer_model` enables it.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +77,7 @@ import cv2
 import numpy as np
 
 from ffray.faces.align import estimate_matrix, template_points, transform_points, warp_face
-from ffray.faces.detect import Candidates, detect_faces, nms_threshold
+from ffray.faces.detect import Candidates, detect_faces, nms_threshold, restrict_frame
 from ffray.faces.masks import combine_masks, create_box_mask
 from ffray.faces.options import REFERENCE_DISTANCES, FaceOptions
 from ffray.faces.paste import paste_area, paste_into
@@ -62,9 +85,19 @@ from ffray.faces.select import average_identity
 from ffray.faces.types import Face
 from ffray.models.store import file_digests
 
+log = logging.getLogger(__name__)
+
+# `face_detector_model` that selects dlib's HOG detector; every other name selects YuNet
+HOG_DETECTOR = "hog"
+YUNET_MODEL = "libfacedetection_yunet"  # its key in `model_hashes` (sha256 of the library with the weights)
 # HOG at 1 upsample finds faces down to ~40 px (dlib's and face_recognition's usual default); 2 finds
 # ~20 px faces at ~4x the cost. See the module docstring and benchmarks.
 DEFAULT_UPSAMPLE = 1
+# dlib's 5-point predictor was trained on HOG/MMOD boxes: square, about the face without forehead and
+# chin. From YuNet's box (x, y, w, h): side = PREDICTOR_SIDE * sqrt(w h), centre (x + w/2, y + h/2 +
+# PREDICTOR_SHIFT_Y * h) (medians over 94 faces found by both, 12-336 px, on video_01 and the test photos)
+PREDICTOR_SIDE = 1.05
+PREDICTOR_SHIFT_Y = 0.075
 # dlib's usual tolerance on the descriptor distance, and the factor that maps it onto FaceFusion's scale
 DLIB_TOLERANCE = 0.6
 DISTANCE_SCALE = 0.5
@@ -89,12 +122,78 @@ def _dlib():
 
 
 def model_paths() -> dict[str, Path]:
+    """The weight files the builtin pack can use: dlib's two, and libfacedetection's library (its weights
+    are compiled in) where `yuface` is installed."""
     import face_recognition_models as frm
 
-    return {
+    paths = {
         "dlib_shape_predictor_5": Path(frm.pose_predictor_five_point_model_location()),
         "dlib_face_recognition_resnet_v1": Path(frm.face_recognition_model_location()),
     }
+    yunet = _yunet_library()
+    if yunet is not None:
+        paths[YUNET_MODEL] = yunet
+    return paths
+
+
+def _yunet_library() -> Path | None:
+    """libfacedetection's shared library inside the `yuface` wheel, or None where it is not installed."""
+    try:
+        import yuface
+    except ImportError:
+        return None
+    folder = Path(yuface.__file__).resolve().parent
+    libraries = sorted(folder.glob("libfacedetection.so*")) + sorted(folder.glob("facedetection.dll"))  # Linux, Windows
+    return libraries[0] if libraries else None
+
+
+def limit_openmp_threads(threads: int) -> None:
+    """Set the thread count of the OpenMP runtime bundled with `yuface` for the calling thread (OpenMP
+    keeps it per thread, so call it in the thread that detects). One thread is as fast per frame on a
+    busy CPU and never oversubscribes the cores a pipeline actor was given; results are the same."""
+    try:
+        import yuface
+    except ImportError:
+        return
+    for library in _openmp_libraries(Path(yuface.__file__).resolve().parent.parent):
+        library.omp_set_num_threads(int(threads))
+
+
+_openmp_cache: dict[Path, list] = {}
+
+
+def _openmp_libraries(site: Path) -> list:
+    if site not in _openmp_cache:
+        found = []
+        # auditwheel's copy on Linux (already loaded by yuface: dlopen returns that same library)
+        for path in sorted((site / "yuface.libs").glob("libgomp*.so*")):
+            try:
+                found.append(ctypes.CDLL(str(path)))
+            except OSError:
+                pass
+        _openmp_cache[site] = found
+    return _openmp_cache[site]
+
+
+def _yunet_detect() -> Callable[[np.ndarray], np.ndarray] | None:
+    """libfacedetection's detect (BGR uint8 HxWx3 -> int16 rows: conf %, x, y, w, h, 5 points), or None."""
+    try:
+        from yuface.yuface import detect
+    except ImportError:
+        return None
+    return detect
+
+
+def predictor_rect(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """The square (left, top, right, bottom; inclusive, dlib's way) that dlib's 5-point predictor gets
+    for a YuNet box (x1, y1, x2, y2): shaped like the HOG boxes it was trained on."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    side = PREDICTOR_SIDE * float(np.sqrt(w * h))
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + PREDICTOR_SHIFT_Y * h
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    size = max(int(round(side)), 1)
+    return left, top, left + size - 1, top + size - 1
 
 
 def facefusion_points(dlib_shape_5: np.ndarray) -> np.ndarray:
@@ -157,8 +256,46 @@ class _HogDetector:
         return out
 
 
+class _YunetDetector:
+    """libfacedetection's YuNet behind the `detect_raw` interface. Candidate landmarks are 10 points:
+    YuNet's own 5 (FaceFusion's order), then dlib's 5, predicted in a HOG-shaped box derived from each
+    YuNet box (`predictor_rect`); `detect_faces` turns both back from rotated views."""
+
+    type = "builtin"
+
+    def __init__(self, detect, predictor, size: int, lock: threading.Lock):
+        self._detect = detect
+        self._predictor = predictor
+        self._size = int(size)
+        self._lock = lock
+
+    def detect_raw(self, frames: Sequence[np.ndarray]) -> list[Candidates]:
+        dlib = _dlib()
+        out = []
+        for frame in frames:
+            seen = np.ascontiguousarray(restrict_frame(frame, (self._size, self._size)))
+            ratio_w, ratio_h = frame.shape[1] / seen.shape[1], frame.shape[0] / seen.shape[0]
+            with self._lock:
+                limit_openmp_threads(1)
+                # rows: conf %, x, y, w, h, 5 points; the 16th column is uninitialised memory
+                raw = np.asarray(self._detect(seen), np.float64).reshape(-1, 16)[:, :15]
+            if not len(raw):
+                out.append(Candidates.empty())
+                continue
+            x, y = raw[:, 1] * ratio_w, raw[:, 2] * ratio_h
+            boxes = np.stack([x, y, x + raw[:, 3] * ratio_w, y + raw[:, 4] * ratio_h], axis=-1)
+            rgb = np.ascontiguousarray(frame[:, :, ::-1])
+            with self._lock:
+                shapes = [self._predictor(rgb, dlib.rectangle(*predictor_rect(box))) for box in boxes]
+            dlib_points = np.array([[(s.part(i).x, s.part(i).y) for i in range(5)] for s in shapes], np.float64)
+            yunet_points = raw[:, 5:15].reshape(-1, 5, 2) * [ratio_w, ratio_h]
+            out.append(Candidates(boxes, (raw[:, 0] / 100) ** 2, np.concatenate([yunet_points, dlib_points], 1)))
+        return out
+
+
 class BuiltinAnalyser:
-    """Detector (dlib HOG), landmarks (dlib 5-point) and recognizer (dlib ResNet, 128-D)."""
+    """Detector (libfacedetection's YuNet, or dlib HOG), landmarks (dlib 5-point) and recognizer (dlib
+    ResNet, 128-D)."""
 
     distance_scale = REFERENCE_DISTANCES["builtin"]  # what face_distance measures, and its default threshold
 
@@ -169,12 +306,25 @@ class BuiltinAnalyser:
         if self.upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {self.upsample}")
         paths = model_paths()
-        self.model_hashes = {name: file_digests(path)[0] for name, path in paths.items()}
         self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
         self._predictor = dlib.shape_predictor(str(paths["dlib_shape_predictor_5"]))
         self._encoder = dlib.face_recognition_model_v1(str(paths["dlib_face_recognition_resnet_v1"]))
-        self._hog = _HogDetector(dlib.get_frontal_face_detector(), self._predictor, self.upsample,
-                                 self.options.face_detector_score - SCORE_OFFSET, self._lock)
+        detect = None if self.options.face_detector_model == HOG_DETECTOR else _yunet_detect()
+        if detect is not None and YUNET_MODEL in paths:
+            if self.options.face_detector_size < 32:
+                raise ValueError(f"face_detector_size must be >= 32, got {self.options.face_detector_size}")
+            self.detector = "yunet"
+            self._detector = _YunetDetector(detect, self._predictor, self.options.face_detector_size, self._lock)
+        else:
+            if self.options.face_detector_model != HOG_DETECTOR:
+                log.warning("the builtin pack's YuNet detector needs the `yuface` package (no wheel for this "
+                            "platform or Python?): detecting with dlib's HOG, which misses small and turned "
+                            "faces; `--face-detector-model hog` says so and silences this warning")
+            self.detector = HOG_DETECTOR
+            paths.pop(YUNET_MODEL, None)
+            self._detector = _HogDetector(dlib.get_frontal_face_detector(), self._predictor, self.upsample,
+                                          self.options.face_detector_score - SCORE_OFFSET, self._lock)
+        self.model_hashes = {name: file_digests(path)[0] for name, path in paths.items()}
 
     def face_distance(self, a: Face, b: Face) -> float:
         """dlib's Euclidean descriptor distance x 0.5: FaceFusion's 0.3 threshold = dlib's 0.6 tolerance."""
@@ -184,13 +334,15 @@ class BuiltinAnalyser:
         if embed is None:
             embed = self.options.face_selector_mode == "reference"
         angles = tuple(self.options.face_detector_angles) or (0,)
-        found = detect_faces([self._hog], frames, angles, self.options.face_detector_score,
+        found = detect_faces([self._detector], frames, angles, self.options.face_detector_score,
                              nms_threshold("builtin", angles))
         faces_per_frame = []
         for candidates in found:
             faces = []
-            for box, score, shape in zip(candidates.boxes, candidates.scores, candidates.landmarks, strict=True):
-                points = facefusion_points(shape)
+            for box, score, marks in zip(candidates.boxes, candidates.scores, candidates.landmarks, strict=True):
+                # YuNet: its own 5 points, then dlib's; HOG: dlib's 5, from which FaceFusion's are derived
+                points, shape = (marks[:5].astype(np.float32), marks[5:]) if len(marks) == 10 \
+                    else (facefusion_points(marks), marks)
                 faces.append(Face(
                     box=np.asarray(box, np.float32), score=float(score),
                     landmark_5=points, landmark_5_68=points.copy(),

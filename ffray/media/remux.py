@@ -37,6 +37,8 @@ from ffray.media.encode import (
 )
 from ffray.media.io import open_input, open_output_atomic, sha256_and_size
 from ffray.media.probe import VideoInfo, probe
+from ffray.media.trim import trimmed_audio, trimmed_info
+from ffray.media.trim import window as trim_window
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +77,20 @@ class OutputInfo:
 
 def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
           audio: bool = True, tags: dict[str, str] | None = None,
-          before_publish: Callable[[str], Any] | None = None) -> OutputInfo:
+          before_publish: Callable[[str], Any] | None = None, trim=None) -> OutputInfo:
     """Join `segment_uris` (in order) with the audio of `source_uri` into `output_uri`, atomically.
     `tags`: container metadata over the source's (the synthetic-media label); `before_publish(path)`
     runs on the finished local file before it takes the output's name (C2PA signing), so the output
-    never exists unsigned."""
+    never exists unsigned. `trim` (ffray.media.trim.Trim): the segments hold only those frames; the
+    output starts at 0 with the first and the audio is cut to match (see trim.py)."""
     source_uri, output_uri = os.fspath(source_uri), os.fspath(output_uri)
     segment_uris = [os.fspath(s) for s in segment_uris]
     if not segment_uris:
         raise ProcessingError(f"{output_uri}: no segments to remux")
     info = info or probe(source_uri)
     suffix, muxer = output_container(output_uri)
-    clock = avi_clock(info, output_uri) if muxer == "avi" else None
+    written = trimmed_info(info, trim) if trim else info  # what the output must hold
+    clock = avi_clock(written, output_uri) if muxer == "avi" else None
     width, height = encoded_size(info)
     resized_from = None
     if (width, height) != (info.coded_width, info.coded_height):
@@ -97,8 +101,8 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
     if note:
         log.warning("%s: %s", source_uri, note)
     with open_output_atomic(output_uri, suffix=suffix) as tmp:
-        report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri, tags or {})
-        result = _verify(tmp, output_uri, info, muxer, clock)
+        report = _write(tmp, muxer, source_uri, segment_uris, info, audio, clock, output_uri, tags or {}, trim)
+        result = _verify(tmp, output_uri, written, muxer, clock)
         if before_publish is not None:
             before_publish(tmp)
         result = OutputInfo(path=output_uri, frames=result.frames, duration=result.duration,
@@ -110,7 +114,8 @@ def remux(source_uri, segment_uris, output_uri, info: VideoInfo | None = None,
 
 
 def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info: VideoInfo,
-           with_audio: bool, clock: AviClock | None, output_uri: str, tags: dict[str, str]) -> list[dict]:
+           with_audio: bool, clock: AviClock | None, output_uri: str, tags: dict[str, str],
+           trim=None) -> list[dict]:
     options = segment_muxer_options(info.time_base) if muxer in ("mp4", "mov") else {}
     if muxer == "avi":
         # AVI places audio by packet count, not time: shifting everything so that an encoder-delayed
@@ -141,6 +146,12 @@ def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info:
         audio_sources, report = [], []
         if with_audio:
             for audio_info in info.audio:
+                if trim:  # cut to the frames' time range, sample-exact (re-encoded, see trim.py)
+                    entry = {"index": audio_info.index, "codec": audio_info.codec}
+                    audio_sources.append(trimmed_audio(output, source_uri, audio_info, muxer,
+                                                       *trim_window(info, trim), entry))
+                    report.append(entry)
+                    continue
                 copy = AUDIO_COPYABLE[muxer] is None or audio_info.codec in AUDIO_COPYABLE[muxer]
                 packets = (_copied_audio if copy else _reencoded_audio)(output, source_uri, audio_info.index, muxer)
                 audio_sources.append(packets)
@@ -154,7 +165,8 @@ def _write(tmp: str, muxer: str, source_uri: str, segment_uris: list[str], info:
         # start the audio generators (they add their streams) before the header is written
         primed = [_prime(gen) for gen in audio_sources]
         output.start_encoding()
-        video = _segment_packets(segment_uris, out_video, extradata, info, clock)
+        video = _segment_packets(segment_uris, out_video, extradata, info, clock,
+                                 shift=info.frame_pts[trim.start] if trim else 0)
         for _, _, packet in heapq.merge(video, *primed, key=lambda item: (item[0], item[1])):
             output.mux(packet)
         output.close()
@@ -186,7 +198,8 @@ def _packet_time(packet) -> Fraction:
 
 
 def _segment_packets(segment_uris, out_video, extradata, info: VideoInfo,
-                     clock: AviClock | None = None) -> Iterator[tuple]:
+                     clock: AviClock | None = None, shift: int = 0) -> Iterator[tuple]:
+    """`shift`: subtracted from every timestamp (a trimmed output starts at 0)."""
     last_dts = None
     previous_last_pts = None
     slot_of = clock.slot_of() if clock else None
@@ -211,7 +224,7 @@ def _segment_packets(segment_uris, out_video, extradata, info: VideoInfo,
                 dts = Fraction(raw_dts) * packet.time_base / info.time_base
                 if pts.denominator != 1 or dts.denominator != 1:
                     raise ProcessingError(f"{uri}: segment timestamps are not in the source time base")
-                pts, dts = int(pts), int(dts)
+                pts, dts = int(pts) - shift, int(dts) - shift
                 first_pts = pts if first_pts is None else min(first_pts, pts)
                 last_pts = pts if last_pts is None else max(last_pts, pts)
                 if previous_last_pts is not None and pts <= previous_last_pts:

@@ -284,8 +284,11 @@ def analysis_model_hashes(options: FaceOptions, config: PipelineConfig) -> dict[
     template's analysis valid, and a job that needs no embeddings finds the entries of one that did."""
     if options.pack == "builtin":  # dlib's files come with the pinned face-recognition-models package
         from importlib.metadata import version
+        from importlib.util import find_spec
 
-        return {"face_recognition_models": version("face-recognition-models"), "dlib": version("dlib-bin")}
+        yunet = options.face_detector_model != "hog" and find_spec("yuface") is not None  # else HOG
+        return {"face_recognition_models": version("face-recognition-models"), "dlib": version("dlib-bin"),
+                "detector": f"yuface {version('yuface')}" if yunet else "hog"}
     from ffray.faces.packs import model_refs
     from ffray.models.store import ModelStore
 

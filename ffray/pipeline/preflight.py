@@ -61,15 +61,17 @@ def check_model_names(options: FaceOptions) -> None:
             raise InputError(f"{flag} {ref}: a model is NAME or NAME=PATH_OR_URL") from exc
         if location is None and name == "many" and kind in ("detector", "landmarker"):
             continue
-        if location is None and name == "builtin" and options.pack == "builtin":
-            continue
+        if location is None and options.pack == "builtin" and (name == "builtin" or
+                                                               (name == "hog" and kind == "detector")):
+            continue  # the builtin pack's own names (`hog`: its old detector, dlib's HOG)
         spec = MODELS.get(name)
         if spec is None:
             names = [n for n, s in MODELS.items() if s.kind == kind]
             close = difflib.get_close_matches(name, names, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(names))}"
             if options.pack == "builtin":
-                hint += "; the builtin pack takes 'builtin' or a FaceFusion name, which it does not load"
+                hint += ("; the builtin pack takes 'builtin', 'hog' (detector) or a FaceFusion name, which it "
+                         "does not load")
             raise InputError(f"{flag} {name}: not a known {kind} model ({hint})")
         if spec.kind != kind:
             article = "an" if kind[0] in "aeiou" else "a"

@@ -147,12 +147,16 @@ def collect_thumbnails(report: dict, max_frames: int = 4, budget_s: float = 60.0
                 continue
             try:
                 frames = int(video.get("frames") or (video.get("output_info") or {}).get("frames") or 0)
-                indices, entry["how"] = pick_frames(frames, chunk_faces(report, video), per_video)
-                src, info = decode_frames(str(video["target"]), indices)
+                skip = int((video.get("trim") or [0])[0])  # a trimmed output's frame k is the source's k + skip
+                chunks = [{**c, "start": int(c["start"]) - skip, "end": int(c["end"]) - skip}
+                          for c in chunk_faces(report, video)]
+                indices, entry["how"] = pick_frames(frames, chunks, per_video)
+                src, info = decode_frames(str(video["target"]), [k + skip for k in indices])
                 dst, _ = decode_frames(str(video["output"]), indices)
                 for k in indices:
-                    entry["frames"].append({"index": k, "time": info.frame_time(k),
-                                            "source": jpeg_thumbnail(src[k]), "output": jpeg_thumbnail(dst[k])})
+                    entry["frames"].append({"index": k + skip, "time": info.frame_time(k + skip),
+                                            "source": jpeg_thumbnail(src[k + skip]),
+                                            "output": jpeg_thumbnail(dst[k])})
             except Exception as exc:  # the page is a by-product: never fail the run for it
                 entry["frames"] = []
                 entry["note"] = f"frames not shown: {_why(exc)}"

@@ -93,8 +93,10 @@ def make_long_clip(source: Path, dest: Path, repeat: int) -> Path:
 def face_options(models: Path, faces: str):
     from pipeline_helpers import contract_face_options
 
+    # per-frame selection: the plain loop below runs the stage functions chunk by chunk, without the
+    # driver's whole-video tracking pass
     return contract_face_options(models, ASSETS / "models/yunet_s_640_640.onnx", enhancer=True,
-                                 face_selector_mode=faces)
+                                 face_selector_mode=faces, face_tracking="off")
 
 
 def cli_args(video, source, options, output, work, chunk_frames) -> list[str]:
@@ -104,7 +106,7 @@ def cli_args(video, source, options, output, work, chunk_frames) -> list[str]:
             "--face-landmarker-score", "0", "--face-recognizer-model", options.face_recognizer_model,
             "--face-swapper-model", options.face_swapper_model,
             "--face-enhancer-model", options.face_enhancer_model,
-            "--face-selector-mode", options.face_selector_mode, "--quiet"]
+            "--face-selector-mode", options.face_selector_mode, "--face-tracking", options.face_tracking, "--quiet"]
 
 
 def run_ray(video, source, options, output, work, chunk_frames, kill_at: float | None = None) -> dict:
@@ -140,7 +142,7 @@ def run_plain(video, source, options, output, work, chunk_frames) -> dict:
     from ffray.media import remux
     from ffray.models.sessions import ExecutionOptions
     from ffray.pipeline.config import PipelineConfig
-    from ffray.pipeline.datasource import decode_chunk_row
+    from ffray.pipeline.datasource import chunk_row
     from ffray.pipeline.driver import VideoRequest, prepare_job
     from ffray.pipeline.stages import SourceCache, detect_rows, enhance_rows, swap_rows, write_rows
 
@@ -156,7 +158,7 @@ def run_plain(video, source, options, output, work, chunk_frames) -> dict:
         segments = []
         frames = 0
         for task in job.tasks:
-            row = decode_chunk_row(task)
+            row = chunk_row(task)
             row = enhance_rows(swap_rows(detect_rows(row, analyser, job.table), swapper, sources, job.table),
                                enhancer, job.table)
             out = write_rows(row, job.table)

@@ -10,6 +10,8 @@ For a generated 1080p clip and a generated 4K clip (one face, a camera-like movi
   its ratio to the transcode;
 - object-store bytes per frame at every stage boundary, as % of a raw BGR frame (the run report);
 - CPU ms per frame of each stage, split into ONNX Runtime model time, decode and the rest (report);
+- ffray as it runs by default (face tracking on: a detector-only pass over the video first) and with
+  `--face-tracking off` (FaceFusion's per-frame selection, one pass);
 - with `--baseline-repo DIR` (another checkout, e.g. `git worktree add /tmp/base <commit>`), the same
   ffray run from that code on the same clip, for before/after figures in one run.
 Models: the real SCRFD 2.5G detector (its input renamed to FaceFusion's 'input') and contract
@@ -157,16 +159,17 @@ def main() -> int:
     source = ASSETS / "media" / "meds-aa-S002-01.jpg"
     if not source.exists():
         source = ASSETS / "media" / "meds-aa-S029-01.jpg"
-    repos = [("ffray", REPO)] + ([("baseline", args.baseline_repo.resolve())] if args.baseline_repo else [])
+    extra = args.ffray_args.split()
+    repos = [("ffray", REPO, extra), ("ffray, tracking off", REPO, [*extra, "--face-tracking", "off"])]
+    repos += [("baseline", args.baseline_repo.resolve(), extra)] if args.baseline_repo else []
     clips = [("1080p", 1920, 1080, args.frames)] + ([("4K", 3840, 2160, args.frames_4k)] if args.frames_4k else [])
     results: dict = {"cpus": os.cpu_count(), "clips": {}}
     for label, width, height, frames in clips:
         clip = make_clip(tmp / f"{label}.mp4", width, height, frames)
         entry: dict = {"width": width, "height": height, "frames": frames,
                        "transcode": bare_transcode(clip, tmp / f"{label}-transcode.mp4")}
-        for name, repo in repos:
-            run = run_ffray(repo, clip, source, models, tmp / f"{label}-{name}.mp4", tmp / f"work-{label}-{name}",
-                            args.ffray_args.split())
+        for k, (name, repo, flags) in enumerate(repos):
+            run = run_ffray(repo, clip, source, models, tmp / f"{label}-{k}.mp4", tmp / f"work-{label}-{k}", flags)
             run["stages"] = stage_figures(run.pop("report"), width * height * 3)
             run["ratio"] = run["fps"] / entry["transcode"]["fps"]
             run["steady_ratio"] = run["steady_fps"] / entry["transcode"]["fps"] if run["steady_fps"] else None
@@ -181,7 +184,7 @@ def main() -> int:
         t = entry["transcode"]
         print(f"\n{label} ({entry['width']}x{entry['height']}, {entry['frames']} frames): bare transcode "
               f"{t['fps']:.2f} fps")
-        for name, _ in repos:
+        for name, _, _ in repos:
             r = entry[name]
             steady = f"{r['steady_fps']:.2f} fps ({r['steady_ratio']:.2f}x)" if r["steady_fps"] else "n/a"
             print(f"  {name}: end to end {r['fps']:.2f} fps ({r['ratio']:.2f}x the transcode), steady {steady}")

@@ -37,7 +37,9 @@ from ffray.media.convert import bgr_to_frame
 from ffray.media.io import open_output_atomic, sha256_and_size, split_uri
 from ffray.media.probe import VideoInfo
 
-VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
+VIDEO_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "mpeg4", "h264_nvenc", "hevc_nvenc")
+# NVIDIA's hardware encoders: on the GPU, so the writer pool needs a GPU share; A100/H100 have none
+NVENC_ENCODERS = ("h264_nvenc", "hevc_nvenc")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # output extension -> (muxer, encoders it can hold, default encoder)  (FaceFusion's fix-ups: webm -> vp9)
 OUTPUT_CONTAINERS = {
@@ -126,6 +128,10 @@ class EncodeOptions:
         if self.encoder == "libx265":
             return {"crf": str(self.crf), "preset": self.preset,
                     "x265-params": f"pools={self.threads}:frame-threads={self.threads}:log-level=error"}
+        if self.encoder in NVENC_ENCODERS:
+            # constant quality on x264's CRF scale; x264's presets onto NVENC's p1 (fastest) .. p7
+            nvenc_preset = f"p{min(7, 1 + PRESETS.index(self.preset) * 7 // len(PRESETS))}"
+            return {"preset": nvenc_preset, "rc": "vbr", "cq": str(self.crf), "b": "0"}
         if self.encoder == "mpeg4":
             # a fixed quantizer (with the qscale flag, set when the encoder opens); the preset is unused
             q = str(quality_to_qscale(self.quality))
@@ -281,7 +287,10 @@ class SegmentWriter:
             ctx.open()
         except av.error.FFmpegError as exc:
             container.close()
-            raise MediaError(self.dest, f"cannot open encoder {opts.encoder} ({exc})") from exc
+            hint = ("; it needs an NVIDIA GPU with NVENC on the writer's node (give the writer pool a GPU "
+                    "share with --writer-gpus; A100/H100 have no NVENC) or use libx264"
+                    if opts.encoder in NVENC_ENCODERS else "")
+            raise MediaError(self.dest, f"cannot open encoder {opts.encoder} ({exc}){hint}") from exc
 
     def write(self, image: np.ndarray, pts: int) -> None:
         """`image`: BGR uint8 at the coded size (resized here when that is odd) or already at the

@@ -110,6 +110,11 @@ class PipelineConfig:
         if self.lease_ttl_s <= 0:
             raise InputError(f"lease_ttl_s: must be > 0, got {self.lease_ttl_s}")
         check_providers(self.providers, "--providers")
+        from ffray.media.encode import NVENC_ENCODERS
+
+        if self.encoder in NVENC_ENCODERS and not self.writer.num_gpus:
+            raise InputError(f"--encoder {self.encoder}: NVENC runs on the GPU; give the writer pool a GPU share "
+                             "(--writer-gpus 0.1, say) on nodes whose GPUs have NVENC (A100/H100 have none)")
         if bool(self.sign_cert) != bool(self.sign_key):
             raise InputError("--sign-cert and --sign-key go together: give both or neither")
 

@@ -163,7 +163,9 @@ def test_a_job_exports_stage_metrics(tmp_path, tmp_path_factory):
              log_to_driver=False, _metrics_export_port=port, _system_config={"metrics_report_interval_ms": 1000})
     try:
         assert ray.nodes()[0]["MetricsExportPort"] == port
-        options = contract_face_options(tmp_path / "models", yunet)
+        # per-frame selection: one detector pass, so each stage sees the video once (with tracking the
+        # detector-only pass reports as stage "analysis")
+        options = contract_face_options(tmp_path / "models", yunet, face_tracking="off")
         config = small_config(tmp_path / "work")
         result = run_swap([VideoRequest(str(video), str(tmp_path / "out.mp4"), (str(source),))], options, config)
         (res,) = result.videos

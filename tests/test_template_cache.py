@@ -43,7 +43,8 @@ def _swap(tmp_path: Path, work: Path, source: str, name: str, options, **config)
 
 
 def test_second_source_reuses_the_template_analysis(ray_cluster, tmp_path):
-    options = contract_face_options(tmp_path / "models", asset(YUNET), enhancer=False, face_selector_mode="reference")
+    options = contract_face_options(tmp_path / "models", asset(YUNET), enhancer=False, face_selector_mode="reference",
+                                    face_tracking="off")
     work = tmp_path / "work"
     _, first = _swap(tmp_path, work, "media/meds-aa-S001-01.jpg", "first", options)
     assert first["cache_hits"] == 0 and first["model_s"] > 0
@@ -65,11 +66,12 @@ def test_second_source_reuses_the_template_analysis(ray_cluster, tmp_path):
 
 def test_analyse_warms_a_template(tmp_path):
     models = tmp_path / "models"
-    options = contract_face_options(models, asset(YUNET), enhancer=False, face_selector_mode="one")
+    options = contract_face_options(models, asset(YUNET), enhancer=False, face_selector_mode="one",
+                                    face_tracking="off")
     work = tmp_path / "work"
     face_args = ["--pack", "facefusion", "--face-detector-model", options.face_detector_model,
                  "--face-landmarker-score", "0", "--face-recognizer-model", options.face_recognizer_model,
-                 "--face-selector-mode", "one"]
+                 "--face-selector-mode", "one", "--face-tracking", "off"]
     common = ["--work-dir", str(work), "--chunk-frames", "30", "--providers", "cpu", "--num-gpus", "0",
               "--intra-op-threads", "1", "--read-cpus", "0.5", "--detector-cpus", "0.25", "--quiet"]
     done = subprocess.run(ffray_cmd("analyse", str(asset(VIDEO)), *common, *face_args), env=run_env(),

@@ -564,7 +564,14 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                         table.live_board = f"ffray-live-{run_id}"
                         watcher = LiveWatcher(start_board(table.live_board), in_use, progress, sharing, done)
                 if options.face_tracking == "on":
-                    track_videos(job, options, tasks, effective, progress)
+                    for key, row in track_videos(job, options, tasks, effective, progress, rows).items():
+                        for res in sharing[key]:
+                            if res.status == "pending":
+                                res.fail(chunk_failure(res.target, row), str(row.get("error_kind") or "processing"))
+                                progress.set_state(res.video_id, "failed", res.error)
+                        tasks = [t for t in tasks if t.video_key != key]
+                    if not tasks:
+                        continue
                 ds = build_dataset(tasks, table, effective, with_enhancer=with_enhancer)
                 tasks = []
                 for row in result_rows(ds):
@@ -669,11 +676,13 @@ def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:
 
 
 def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: PipelineConfig,
-                 progress: Progress) -> None:
+                 progress: Progress, rows: list[dict]) -> dict[str, dict]:
     """Face tracking (ffray.faces.track) needs every frame's faces before it decides any: analyse the
     chunks of these videos the template cache lacks (a detector-only pass), follow the faces through
     each whole video, and store the faces to swap per chunk beside its segments, where the detector
-    stage reads them. Deterministic: a rerun or a resumed job computes the same selection."""
+    stage reads them. Deterministic: a rerun or a resumed job computes the same selection. Returns the
+    videos that cannot be analysed: video key -> the failed chunk's row; the others go on. The pass's rows
+    join `rows` (the report's "analysis" stage)."""
     from ffray.faces.track import TrackOptions, track_selection
     from ffray.pipeline.analysis_cache import AnalysisCache, FaceStore, needs_embeddings
     from ffray.pipeline.datasource import ChunkTask
@@ -688,14 +697,16 @@ def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: Pi
         missing += [ChunkTask(key, table.videos[key].uri, c, info.coded_width * info.coded_height * 3)
                     for c in job.plans[key]
                     if cache.load(table.analysis_keys[key], c.id, c.end - c.start, embeddings) is None]
+    failed: dict[str, dict] = {}
     if missing:
         progress.set_phase(f"analysing {len(missing)} chunks to follow faces across frames")
         for row in result_rows(build_dataset(missing, table, config, with_enhancer=False, analyse_only=True)):
-            if row["error"]:
-                raise ProcessingError(str(row["error"]))
+            rows.append({**row, "frames": int(row["end"]) - int(row["start"])})
+            if row["error"] and str(row["video_key"]) not in failed:
+                failed[str(row["video_key"])] = row
         progress.set_phase("")
     tracking = TrackOptions(max_gap=options.face_track_gap, smoothing=options.face_track_smoothing)
-    for key in keys:
+    for key in [k for k in keys if k not in failed]:
         video, plan = table.videos[key], job.plans[key]
         faces = []
         for c in plan:
@@ -711,6 +722,7 @@ def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: Pi
         for c in plan:
             store.store("", c.id, chosen[c.start - plan[0].start:c.end - plan[0].start])
         table.selections[key] = store.folder
+    return failed
 
 
 class LiveWatcher:
@@ -830,7 +842,8 @@ def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: li
                  options: FaceOptions, model_hashes: dict[str, str], seconds: float, stats_text: str,
                  run_id: str = "", error: str = "") -> dict:
     """`error`: why the whole job failed before it started (status failed)."""
-    frames_run = sum(int(r["frames"]) for r in rows if not r["error"])
+    written = [r for r in rows if "analysis_s" not in r]  # chunks through the writer, not the tracking pass
+    frames_run = sum(int(r["frames"]) for r in written if not r["error"])
     succeeded = sum(v.status == "done" for v in results)
     status = "done" if succeeded == len(results) and not error else "partial" if succeeded else "failed"
     per_video = [
@@ -855,7 +868,7 @@ def build_report(job_id: str, job_dir: str, results: list[VideoResult], rows: li
             "frames": sum(v.frames for v in results),
             "faces": sum(v.faces for v in results),
             "frames_processed_this_run": frames_run,
-            "chunks_processed_this_run": sum(1 for r in rows if not r["error"]),
+            "chunks_processed_this_run": sum(1 for r in written if not r["error"]),
             "chunks_resumed": sum(v.resumed_chunks for v in results),
             "chunks_reused_from_concurrent_job": sum(v.reused_chunks for v in results),
             "seconds": round(seconds, 3),

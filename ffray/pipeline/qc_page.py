@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 THUMB_WIDTH = 320  # px; thumbnails are downscaled to this width (never up)
 JPEG_QUALITY = 80
 MAX_BARS = 240  # faces-per-chunk chart: more chunks than this are merged into equal bins
-STAGE_ORDER = ("read", "detector", "swapper", "enhancer", "writer")  # as report.STAGE_ORDER
+STAGE_ORDER = ("read", "analysis", "detector", "swapper", "enhancer", "writer")  # as report.STAGE_ORDER
 PLAN_FRAMES = 32  # chunk length used only to find a frame's seek keyframe (short: little lead-in)
 
 # no fetch, no script, no frame: data: images and the inline <style> only

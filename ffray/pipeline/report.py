@@ -19,7 +19,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("read", "detector", "swapper", "enhancer", "writer")
+STAGE_ORDER = ("read", "analysis", "detector", "swapper", "enhancer", "writer")
 
 
 def stage_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -382,7 +382,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
             upright.clear()
 
         if table.analyse_only and cached is not None:
-            return {"faces": np.int64(sum(len(f) for f in cached)), "detector_cache_hits": np.int64(1)}
+            return {"faces": np.int64(sum(len(f) for f in cached)), "analysis_cache_hits": np.int64(1)}
         for image, _ in clock.timed(decode_frames(task_of(batch, i))):
             upright.append(to_display(image, video.rotation))
             if len(upright) == size:
@@ -393,7 +393,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
             cache.store(cache_key, chunk_id, analysed, embeddings)
         if table.analyse_only:
             return {"faces": np.int64(sum(len(f) for f in analysed or cached or [])),
-                    "detector_decode_s": clock.seconds}
+                    "analysis_decode_s": clock.seconds}
         packed = pack_faces(selected)
         cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
         cols["faces"] = np.int64(len(packed["face_frame"]))
@@ -402,7 +402,9 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
         cols["detector_cache_hits"] = np.int64(cached is not None or chosen_faces is not None)
         return cols
 
-    return run_stage("detector", batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}), table.job_id)
+    # the detector-only pass (`ffray analyse`, face tracking) is reported as its own stage, "analysis"
+    stage = "analysis" if table.analyse_only else "detector"
+    return run_stage(stage, batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}), table.job_id)
 
 
 def _apply_to_patches(batch: dict[str, Any], i: int, table: JobTable, size: int, canvas: Canvas,

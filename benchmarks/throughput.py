@@ -114,7 +114,8 @@ def run_ffray(repo: Path, clip: Path, source: Path, models: dict, output: Path, 
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"ffray swap ({repo}) failed: {proc.stderr[-3000:]}")
-    report = json.loads(next(work.glob("jobs/*/report.json")).read_text())
+    # this run's report: the newest (a work dir can hold other jobs' reports too)
+    report = json.loads(max(work.glob("jobs/*/report.json"), key=lambda p: p.stat().st_mtime).read_text())
     # steady state: segments are written the moment a chunk is encoded; the first one marks the end
     # of start-up (Ray, model loads, the first chunk through every pool)
     finished = []

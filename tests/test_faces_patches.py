@@ -142,3 +142,41 @@ def test_canvas_forgets_earlier_chunks(frames, models):
     swapped(used, 0)
     assert np.array_equal(swapped(used, 1), swapped(Canvas(), 1))
     assert not np.any(used._buffers[shape][0])  # every written box zeroed again
+
+
+@pytest.mark.parametrize("turned", [False, True])
+def test_patches_of_faces_chosen_before_decoding_equal_whole_frame_patches(tmp_path, turned):
+    """The detector stage with the faces already chosen (the driver's tracked selection, or a cached
+    template analysis) converts only the patch boxes to BGR: its patches are the bytes the whole-frame
+    path cuts, upright and quarter-turned; a chunk with no chosen face is not decoded at all."""
+    from pipeline_helpers import astronaut_clip
+
+    from ffray.media import plan_chunks, probe
+    from ffray.pipeline.analysis_cache import FaceStore
+    from ffray.pipeline.datasource import ChunkTask, chunk_row
+    from ffray.pipeline.stages import JobTable, VideoJob, detect_rows, faces_of
+
+    clip = astronaut_clip(tmp_path / "clip.mp4", 6, turned=turned)
+    info = probe(str(clip))
+    options = FaceOptions(pack="builtin", face_selector_mode="one", face_enhancer_model="builtin")
+    table = JobTable(job_id="j", face_options=options.to_dict(),
+                     videos={"v": VideoJob("v", str(clip), info.rotation, "s", info=info)}, sources={},
+                     model_batch={"detector": 4})
+    (chunk,) = plan_chunks(info, 6)
+    batch = chunk_row(ChunkTask("v", str(clip), chunk, 0))
+    analyser = load_analyser(table.options, table.execution_options("detector"), table.store())
+    whole = detect_rows(batch, analyser, table)
+    assert str(whole["error"][0]) == "" and int(whole["faces"][0]) == 6
+
+    store = FaceStore(str(tmp_path / "selection"))
+    store.store("", chunk.id, faces_of(whole, 0, 6))
+    table.selections["v"] = store.folder
+    chosen = detect_rows(batch, analyser, table)
+    assert str(chosen["error"][0]) == "" and int(chosen["detector_cache_hits"][0]) == 1
+    for name in (*Patches.COLUMNS, "face_frame", "face_landmark_5_68"):
+        assert np.array_equal(np.asarray(chosen[name][0]), np.asarray(whole[name][0])), name
+
+    store.store("", chunk.id, [[] for _ in range(6)])  # nobody to swap in this chunk
+    none = detect_rows(batch, analyser, table)
+    assert int(none["faces"][0]) == 0 and len(np.asarray(none["patch_frame"][0])) == 0
+    assert float(none["detector_decode_s"][0]) == 0.0

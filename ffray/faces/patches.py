@@ -105,12 +105,24 @@ def patch_boxes(frame_shape: tuple[int, ...], faces: Sequence[Face],
 def cut_patches(frames: Sequence[np.ndarray], boxes: Sequence[Sequence[tuple[int, int, int, int]]],
                 first: int = 0) -> Patches:
     """`boxes[j]`: the boxes of `frames[j]`, chunk frame number `first + j` (upright frames)."""
+    images = [[frame[y1:y2, x1:x2] for x1, y1, x2, y2 in frame_boxes] for frame, frame_boxes in zip(frames, boxes,
+                                                                                                     strict=True)]
+    return patches_of_images(images, boxes, first)
+
+
+def patches_of_images(images: Sequence[Sequence[np.ndarray]], boxes: Sequence[Sequence[tuple[int, int, int, int]]],
+                      first: int = 0) -> Patches:
+    """Patches from each box's pixels already cut: `images[j][k]` is box `boxes[j][k]` of chunk frame
+    `first + j` (upright)."""
     frame_ids, flat_boxes, parts = [], [], []
-    for j, frame_boxes in enumerate(boxes):
-        for x1, y1, x2, y2 in frame_boxes:
+    for j, (frame_images, frame_boxes) in enumerate(zip(images, boxes, strict=True)):
+        for image, box in zip(frame_images, frame_boxes, strict=True):
+            x1, y1, x2, y2 = box
+            if image.shape[:2] != (y2 - y1, x2 - x1):
+                raise ValueError(f"patch {box} of frame {first + j} has pixels of shape {image.shape}")
             frame_ids.append(first + j)
-            flat_boxes.append((x1, y1, x2, y2))
-            parts.append(frames[j][y1:y2, x1:x2].reshape(-1))
+            flat_boxes.append(tuple(box))
+            parts.append(image.reshape(-1))
     if not parts:
         return Patches.empty()
     return Patches(np.array(frame_ids, np.int32), np.array(flat_boxes, np.int32).reshape(-1, 4),

@@ -26,7 +26,7 @@ import numpy as np
 
 from ffray.errors import FfrayError
 from ffray.faces.options import FaceOptions
-from ffray.faces.patches import Canvas, Patches, cut_patches, patch_boxes
+from ffray.faces.patches import Canvas, Patches, cut_patches, patch_boxes, patches_of_images
 from ffray.faces.types import FACE_COLUMNS, Face, pack_faces, unpack_faces
 from ffray.media.convert import paste_bgr_into_yuv420
 
@@ -358,19 +358,18 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
                 raise ProcessingError(f"{video.uri}: chunk {chunk_id}: the tracked face selection is missing "
                                       f"from {table.selections[video.video_key]}; run the job again")
 
+        if table.analyse_only and cached is not None:
+            return {"faces": np.int64(sum(len(f) for f in cached)), "analysis_cache_hits": np.int64(1)}
+        if chosen_faces is None and cached is not None and not table.analyse_only:
+            chosen_faces = [select_faces(f, options, reference=video.reference, distance=dist,
+                                         source_faces=source_faces) for f in cached]
+        if chosen_faces is not None:  # decided before decoding (tracked, or cached faces): only patches to cut
+            patches = cut_chosen(task_of(batch, i), video, chosen_faces, warps, clock)
+            return detector_columns(chosen_faces, patches, clock.seconds, hit=True)
+
         def analyse() -> None:
-            if chosen_faces is not None:  # decided per track by the driver: only the patches to cut
-                chosen = chosen_faces[len(selected):len(selected) + len(upright)]
-                boxes = [patch_boxes(frame.shape, f, warps) for frame, f in zip(upright, chosen, strict=True)]
-                parts.append(cut_patches(upright, boxes, first=len(selected)))
-                selected.extend(chosen)
-                upright.clear()
-                return
-            if cached is not None:  # the template's faces from an earlier job: no model runs
-                faces = cached[len(selected):len(selected) + len(upright)]
-            else:
-                faces = analyser.analyse(upright)
-                analysed.extend(faces)
+            faces = analyser.analyse(upright)
+            analysed.extend(faces)
             if table.analyse_only:
                 upright.clear()
                 return
@@ -381,30 +380,50 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
             selected.extend(chosen)
             upright.clear()
 
-        if table.analyse_only and cached is not None:
-            return {"faces": np.int64(sum(len(f) for f in cached)), "analysis_cache_hits": np.int64(1)}
         for image, _ in clock.timed(decode_frames(task_of(batch, i))):
             upright.append(to_display(image, video.rotation))
             if len(upright) == size:
                 analyse()
         if upright:
             analyse()
-        if cache_key and cached is None and chosen_faces is None:
+        if cache_key:
             cache.store(cache_key, chunk_id, analysed, embeddings)
         if table.analyse_only:
-            return {"faces": np.int64(sum(len(f) for f in analysed or cached or [])),
-                    "analysis_decode_s": clock.seconds}
-        packed = pack_faces(selected)
-        cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
-        cols["faces"] = np.int64(len(packed["face_frame"]))
-        cols.update(Patches.concat(parts).columns())
-        cols["detector_decode_s"] = clock.seconds
-        cols["detector_cache_hits"] = np.int64(cached is not None or chosen_faces is not None)
-        return cols
+            return {"faces": np.int64(sum(len(f) for f in analysed)), "analysis_decode_s": clock.seconds}
+        return detector_columns(selected, Patches.concat(parts), clock.seconds, hit=False)
 
     # the detector-only pass (`ffray analyse`, face tracking) is reported as its own stage, "analysis"
     stage = "analysis" if table.analyse_only else "detector"
     return run_stage(stage, batch, per_row, dict(getattr(analyser, "model_hashes", {}) or {}), table.job_id)
+
+
+def cut_chosen(task, video: VideoJob, chosen: list[list[Face]], warps, clock: _Clock) -> Patches:
+    """The patches of faces chosen before decoding: only their boxes are converted to BGR (the frames
+    otherwise stay as decoded), and a chunk without a chosen face is not decoded at all."""
+    from ffray.media.convert import regions_to_bgr
+    from ffray.pipeline.datasource import decode_frames
+
+    shape = upright_shape(video)
+    boxes = [patch_boxes(shape, faces, warps) for faces in chosen]
+    if not any(boxes):
+        return Patches.empty()
+    coded = (video.info.coded_height, video.info.coded_width)
+    images: list[list[np.ndarray]] = [[] for _ in boxes]
+    for j, (frame, _) in enumerate(clock.timed(decode_frames(task, raw=True))):
+        if j < len(boxes) and boxes[j]:
+            regions = regions_to_bgr(frame, [coded_box(b, video.rotation, coded) for b in boxes[j]])
+            images[j] = [to_display(region, video.rotation) for region in regions]
+    return patches_of_images(images, boxes)
+
+
+def detector_columns(selected: list[list[Face]], patches: Patches, decode_s: float, hit: bool) -> dict[str, Any]:
+    packed = pack_faces(selected)
+    cols = {("face_frame" if k == "face_frame" else f"face_{k}"): v for k, v in packed.items()}
+    cols["faces"] = np.int64(len(packed["face_frame"]))
+    cols.update(patches.columns())
+    cols["detector_decode_s"] = decode_s
+    cols["detector_cache_hits"] = np.int64(hit)
+    return cols
 
 
 def _apply_to_patches(batch: dict[str, Any], i: int, table: JobTable, size: int, canvas: Canvas,

@@ -15,7 +15,7 @@ from pipeline_helpers import VIDEO, YUNET, contract_face_options
 from ffray.faces.image import read_image
 from ffray.faces.options import FaceOptions
 from ffray.faces.packs import face_warps, load_analyser, load_enhancer, load_swapper
-from ffray.faces.patches import Canvas, Patches, apply_patches, cut_patches, patch_boxes
+from ffray.faces.patches import Canvas, Patches, apply_patches, cut_patches, patch_boxes, patches_of_images
 from ffray.media import decode_all
 from ffray.pipeline.stages import coded_box, to_coded, to_display
 
@@ -180,3 +180,26 @@ def test_patches_of_faces_chosen_before_decoding_equal_whole_frame_patches(tmp_p
     none = detect_rows(batch, analyser, table)
     assert int(none["faces"][0]) == 0 and len(np.asarray(none["patch_frame"][0])) == 0
     assert float(none["detector_decode_s"][0]) == 0.0
+
+
+def test_changed_flags_name_exactly_the_pixels_a_stage_changed():
+    """Patches of odd sizes (bit runs that start mid-byte): each patch's mask is its own pixels' flags,
+    and flags add up over stages."""
+    rng = np.random.default_rng(3)
+    boxes = [[(0, 0, 3, 5), (10, 4, 17, 7)], [(2, 2, 13, 11)]]
+    images = [[rng.integers(0, 255, (y2 - y1, x2 - x1, 3), dtype=np.uint8) for x1, y1, x2, y2 in fb] for fb in boxes]
+    patches = patches_of_images(images, boxes)
+    truth = [np.zeros(im.shape[:2], bool) for fb in images for im in fb]
+    for stage in range(2):
+        pixels = patches.pixels.copy()
+        offsets = patches.offsets()
+        for k, mask in enumerate(truth):
+            hit = rng.random(mask.shape) < 0.2
+            hit[0, 0] = hit[-1, -1] = stage == 0  # first and last pixel of every patch, where runs start and end
+            channel = rng.integers(0, 3)
+            view = pixels[offsets[k]:offsets[k + 1]].reshape(*mask.shape, 3)
+            view[..., channel][hit] ^= 1  # one channel changed is a changed pixel
+            mask |= hit
+        patches = patches.with_pixels(pixels)
+        for k, mask in enumerate(truth):
+            assert np.array_equal(patches.changed_mask(k), mask), (stage, k)

@@ -45,8 +45,9 @@ class Patches:
         """Patch k's (h, w) bool mask of the pixels a face stage changed."""
         offsets = self.offsets() if offsets is None else offsets
         x1, y1, x2, y2 = (int(v) for v in self.box[k])
-        flags = np.unpackbits(self.changed, count=len(self.pixels) // 3).view(bool)
-        return flags[offsets[k] // 3:offsets[k + 1] // 3].reshape(y2 - y1, x2 - x1)
+        start, end = offsets[k] // 3, offsets[k + 1] // 3  # pixel numbers: bits of `changed`
+        flags = np.unpackbits(self.changed[start // 8:(end + 7) // 8]).view(bool)  # only this patch's bytes
+        return flags[start % 8:start % 8 + end - start].reshape(y2 - y1, x2 - x1)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -77,7 +78,8 @@ class Patches:
 
     def with_pixels(self, pixels: np.ndarray) -> Patches:
         """The same patches holding `pixels`, with the pixels that differ from these added to `changed`."""
-        differs = np.any(pixels.reshape(-1, 3) != self.pixels.reshape(-1, 3), axis=1)
+        channels = (pixels != self.pixels).view(np.uint8).reshape(-1, 3)
+        differs = channels[:, 0] | channels[:, 1] | channels[:, 2]  # ~10x np.any(axis=1) over 3 channels
         changed = np.packbits(differs) | self.changed
         return Patches(self.frame, self.box, pixels, changed)
 

@@ -112,6 +112,6 @@ def paste_bgr_into_yuv420(flat: np.ndarray, width: int, height: int, box: tuple[
     ry, ru, rv = yuv420_planes(converted.to_ndarray().reshape(-1), ex2 - ex1, ey2 - ey1)
     y, u, v = yuv420_planes(flat, width, height)
     y[ey1:ey2, ex1:ex2][mask] = ry[mask]
-    blocks = mask.reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2).any(axis=(1, 3))
+    blocks = mask[0::2, 0::2] | mask[0::2, 1::2] | mask[1::2, 0::2] | mask[1::2, 1::2]  # any changed pixel
     u[ey1 // 2:ey2 // 2, ex1 // 2:ex2 // 2][blocks] = ru[blocks]
     v[ey1 // 2:ey2 // 2, ex1 // 2:ex2 // 2][blocks] = rv[blocks]

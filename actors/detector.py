@@ -11,7 +11,7 @@ class FaceDetectorStage:
         from ffray.faces.packs import load_analyser
 
         self.table = table
-        self.start = StageStart("detector", lambda: load_analyser(
+        self.start = StageStart("detector", lambda: None if table.cuts_only else load_analyser(
             table.options, table.execution_options("detector"), table.store()), live=Reporter(table.live_board))
 
     def __call__(self, batch: dict) -> dict:

@@ -15,6 +15,7 @@ Models: the real YuNet detector, contract ArcFace/inswapper/GFPGAN models (tests
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -178,6 +179,9 @@ def main() -> int:
                         help="face selector mode: one face per frame (default) or all ~5 of video_01")
     parser.add_argument("--repeat", type=int, default=10, help="length of the long clip, in video_01s")
     parser.add_argument("--chunk-frames", type=int, default=30)
+    parser.add_argument("--face-tracking", choices=["off", "on"], default="off",
+                        help="for the Ray runs; 'on' (ffray's default) adds the tracking pass, so the plain loop "
+                             "(per-frame selection) no longer makes the same output")
     args = parser.parse_args()
 
     from contract_models import build  # noqa: F401  (fails early when run outside the repo)
@@ -188,16 +192,19 @@ def main() -> int:
     source = ASSETS / "media/meds-aa-S001-01.jpg"
     tmp = Path(tempfile.mkdtemp(prefix="ffray-bench-"))
     options = face_options(tmp, args.faces)
+    ray_options = dataclasses.replace(options, face_tracking=args.face_tracking)
     long_clip = make_long_clip(video, tmp / "long.mp4", args.repeat)
-    results: dict = {"faces": args.faces, "chunk_frames": args.chunk_frames, "cpus": os.cpu_count()}
+    results: dict = {"faces": args.faces, "chunk_frames": args.chunk_frames, "cpus": os.cpu_count(),
+                     "face_tracking": args.face_tracking}
     rows = []
     for label, clip in (("video_01", video), (f"video_01 x{args.repeat}", long_clip)):
         frames = probe(str(clip)).frames
         plain = run_plain(clip, source, options, tmp / f"plain-{clip.stem}.mp4", tmp / f"wp-{clip.stem}",
                           args.chunk_frames)
-        ray_run = run_ray(clip, source, options, tmp / f"ray-{clip.stem}.mp4", tmp / f"wr-{clip.stem}",
+        ray_run = run_ray(clip, source, ray_options, tmp / f"ray-{clip.stem}.mp4", tmp / f"wr-{clip.stem}",
                           args.chunk_frames)
         same = (tmp / f"plain-{clip.stem}.mp4").read_bytes() == (tmp / f"ray-{clip.stem}.mp4").read_bytes()
+        same = same if args.face_tracking == "off" else "n/a (tracking on)"
         rows.append({"video": label, "frames": frames,
                      "plain_fps": frames / plain["seconds"], "ray_fps": frames / ray_run["seconds"],
                      "plain_s": plain["seconds"], "ray_s": ray_run["seconds"],
@@ -213,8 +220,8 @@ def main() -> int:
     chunks = len(__import__("ffray.media", fromlist=["plan_chunks"]).plan_chunks(probe(str(long_clip)),
                                                                                    args.chunk_frames))
     work = tmp / "resume"
-    killed = run_ray(long_clip, source, options, tmp / "resume.mp4", work, args.chunk_frames, kill_at=chunks / 2)
-    rerun = run_ray(long_clip, source, options, tmp / "resume.mp4", work, args.chunk_frames)
+    killed = run_ray(long_clip, source, ray_options, tmp / "resume.mp4", work, args.chunk_frames, kill_at=chunks / 2)
+    rerun = run_ray(long_clip, source, ray_options, tmp / "resume.mp4", work, args.chunk_frames)
     full = rows[1]["ray_s"]
     results["resume"] = {"chunks": chunks, "killed_after_s": killed["seconds"], "rerun_s": rerun["seconds"],
                          "full_run_s": full, "rerun_over_full": rerun["seconds"] / full,
@@ -225,11 +232,12 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"faces={args.faces} chunk_frames={args.chunk_frames} cpus={os.cpu_count()}")
+    print(f"faces={args.faces} chunk_frames={args.chunk_frames} cpus={os.cpu_count()} face_tracking={args.face_tracking}")
     print(f"{'video':<16}{'frames':>7}{'plain fps':>11}{'ray fps':>9}{'plain MiB':>11}{'ray MiB':>9}  identical")
     for r in rows:
         print(f"{r['video']:<16}{r['frames']:>7}{r['plain_fps']:>11.2f}{r['ray_fps']:>9.2f}"
               f"{r['plain_peak_mib']:>11.0f}{r['ray_peak_mib']:>9.0f}  {r['outputs_identical']}")
+    print(f"Ray peak memory, long over short: {rows[1]['ray_peak_mib'] / rows[0]['ray_peak_mib']:.2f}x")
     print("\nobject-store bytes per frame at each stage boundary (ray run, video_01):")
     figures = results["stages"]["video_01"]
     for name in [n for n in ("read", "detector", "swapper", "enhancer", "writer") if n in figures]:

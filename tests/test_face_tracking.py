@@ -111,9 +111,16 @@ def test_a_blanked_face_across_a_chunk_boundary_is_swapped(tmp_path, tmp_path_fa
         for tracking in ("on", "off"):
             options = FaceOptions(pack="builtin", face_selector_mode="one", face_tracking=tracking)
             output = tmp_path / f"out-{tracking}.mp4"
-            (res,) = run_swap([VideoRequest(str(clip), str(output), (str(source),))], options,
-                              small_config(tmp_path / f"work-{tracking}", chunk_frames=12)).videos
+            result = run_swap([VideoRequest(str(clip), str(output), (str(source),))], options,
+                              small_config(tmp_path / f"work-{tracking}", chunk_frames=12))
+            (res,) = result.videos
             assert res.status == "done", res.error
+            detector = result.report["stages"]["detector"]
+            if tracking == "on":  # faces were chosen by the tracking pass: the swap pass's detector ran no model
+                assert detector["model_s"] == 0 and detector["cache_hits"] == detector["chunks"] == 2
+                assert result.report["stages"]["analysis"]["chunks"] == 2
+            else:
+                assert detector["cache_hits"] == 0 and "analysis" not in result.report["stages"]
             outputs[tracking] = video_frames(output)[0]
     finally:
         ray.shutdown()

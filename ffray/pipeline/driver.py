@@ -178,7 +178,7 @@ def build_dataset(tasks: list, table: JobTable, config: PipelineConfig, with_enh
             cls,
             fn_constructor_kwargs={"table": table},
             compute=ray.data.ActorPoolStrategy(min_size=st.min_actors, max_size=st.max_actors),
-            num_gpus=st.num_gpus or None,
+            num_gpus=None if name == "detector" and table.cuts_only else st.num_gpus or None,
             num_cpus=st.num_cpus,  # always explicit: Ray 2.60 gives GPU actors a whole CPU otherwise
             batch_size=st.batch_size,
             batch_format="numpy",

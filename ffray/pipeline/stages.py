@@ -77,6 +77,12 @@ class JobTable:
     selections: dict[str, str] = field(default_factory=dict)
 
     @property
+    def cuts_only(self) -> bool:
+        """The detector stage only cuts patches of faces chosen beforehand (every video tracked): it runs
+        no model, so its pool loads none and takes no GPU share."""
+        return not self.analyse_only and bool(self.videos) and set(self.videos) <= set(self.selections)
+
+    @property
     def options(self) -> FaceOptions:
         return FaceOptions.from_dict(self.face_options)
 
@@ -333,7 +339,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
 
     options = table.options
     size = table.model_batch.get("detector", 8)
-    dist = distance or analyser.face_distance
+    dist = distance or getattr(analyser, "face_distance", None)  # no analyser: table.cuts_only
     warps = face_warps(options)
 
     cache = AnalysisCache(table.cache_root) if table.cache_root else None

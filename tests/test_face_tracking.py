@@ -133,3 +133,90 @@ def test_a_blanked_face_across_a_chunk_boundary_is_swapped(tmp_path, tmp_path_fa
         assert changed_off < 1 and changed_on > 4 * max(changed_off, 0.5), (j, changed_on, changed_off)
     for j in (5, 18):  # elsewhere both swap the detected face the same way (encoded beside other frames)
         assert np.abs(outputs["on"][j].astype(int) - outputs["off"][j].astype(int)).mean() < 1
+
+
+def _same_choice(a: list[list[Face]], b: list[list[Face]]) -> bool:
+    """Equal selections: detected faces are the very objects; interpolated or smoothed ones equal numbers."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all((f is g) or (np.array_equal(f.box, g.box) and np.array_equal(f.landmark_5_68,
+                                                                                           g.landmark_5_68)
+                                              and f.extra == g.extra) for f, g in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.slow
+def test_deciding_chunk_by_chunk_equals_deciding_over_the_whole_video():
+    """The driver decides a video a chunk at a time (select_by_tracks); every chunking gives what one
+    decision over the whole video gives, with gaps across chunk boundaries and smoothing too: video_01's
+    real YuNet faces (builtin pack, embeddings), with detections knocked out in runs of 1-4 frames."""
+    from ffray.faces.packs import load_analyser
+    from ffray.faces.track import select_by_tracks
+    from ffray.media import decode_all
+
+    frames = [image for _, image in decode_all(str(asset(VIDEO)))][:60]
+    rng = np.random.default_rng(5)
+    analyser = load_analyser(FaceOptions(pack="builtin", face_selector_mode="reference"))
+    faces = analyser.analyse(frames)  # with embeddings: every mode selects from these
+    for mode, position in (("reference", 0), ("reference", 2), ("one", 0), ("many", 0)):
+        options = FaceOptions(pack="builtin", face_selector_mode=mode, reference_face_position=position)
+        holed = [list(f) for f in faces]
+        for j in rng.choice(len(holed) - 4, 8, replace=False):
+            k = rng.integers(0, 5)
+            for g in range(j, j + rng.integers(1, 5)):
+                holed[g] = [f for i, f in enumerate(holed[g]) if i != k]
+        reference = choose_reference_face(holed[0], options, ()) if mode == "reference" else None
+        kwargs = {"reference": reference, "distance": analyser.face_distance}
+        for smoothing in (0, 2):
+            tracking = TrackOptions(smoothing=smoothing)
+            whole = track_selection(holed, options, tracking, **kwargs)
+            assert sum(len(f) for f in whole) > 0
+            for size in (1, 4, 7, 25):
+                counts = [min(size, len(holed) - s) for s in range(0, len(holed), size)]
+                starts = np.cumsum([0, *counts])
+                loads: list[int] = []
+
+                def load(i, starts=starts, loads=loads, holed=holed):
+                    loads.append(i)
+                    return holed[starts[i]:starts[i + 1]]
+
+                chunked = [f for chunk in select_by_tracks(counts, load, options, tracking, **kwargs) for f in chunk]
+                assert _same_choice(chunked, whole), (mode, position, smoothing, size)
+                assert max(loads.count(i) for i in set(loads)) <= 2 + (tracking.max_gap + 1 + smoothing) // size + 1
+
+
+def test_deciding_a_long_video_holds_a_window_not_the_video():
+    """Two hours of faces would not fit in the driver: 6,000 frames of three people with 512-float
+    embeddings (37 MB of faces in all) are decided holding a few chunks at a time."""
+    import tracemalloc
+
+    from ffray.faces.track import select_by_tracks
+
+    people = np.random.default_rng(1).normal(size=(3, 512)).astype(np.float32)
+
+    def frame_faces(j: int) -> list[Face]:
+        out = []
+        for p in range(3):
+            if (j + 7 * p) % 50 == 0:
+                continue  # a missed detection now and then
+            f = _face(10 + 120 * p + (j % 5))
+            f.embedding = people[p] + np.float32(0.01) * np.sin(j + np.arange(512, dtype=np.float32))
+            out.append(f)
+        return out
+
+    options = FaceOptions(pack="builtin", face_selector_mode="reference", reference_face_distance=0.5)
+    reference = frame_faces(1)[1]
+
+    def distance(a: Face, b: Face) -> float:
+        return float(np.abs(a.embedding - b.embedding).mean())
+
+    counts = [60] * 100
+    tracemalloc.start()
+    try:
+        chosen_per_chunk = [sum(len(f) for f in chunk) for chunk in select_by_tracks(
+            counts, lambda i: [frame_faces(j) for j in range(60 * i, 60 * i + 60)], options,
+            TrackOptions(smoothing=2), reference=reference, distance=distance)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(chosen_per_chunk) == 6000  # person 1 in every frame: the misses are filled in
+    assert peak < 8 * 2**20, peak  # the faces of the whole video are ~37 MB

@@ -23,8 +23,9 @@ are new); `--face-tracking off` is FaceFusion's per-frame selection. Everything 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -59,33 +60,70 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+class TrackLinker:
+    """Links detections into tracks frame by frame, in frame order (step 1), holding only what a later
+    frame can still need: each live track's last face, and per track its first and last frame and its
+    faces' distances to the reference. Memory follows the faces on screen, not the video's length."""
+
+    def __init__(self, options: TrackOptions, same_person: Callable[[Face, Face], bool] | None = None,
+                 reference: Face | None = None, distance: Callable[[Face, Face], float] | None = None):
+        self.options, self.same_person = options, same_person
+        self.reference, self.distance = reference, distance
+        self.frames = 0  # frames linked so far
+        self.live: dict[int, tuple[int, Face]] = {}  # track id -> (last frame, last face)
+        self.first: list[int] = []  # per track id
+        self.last: list[int] = []
+        self.distances: list[list[float]] = []  # per track id: its faces' distances to the reference
+
+    def add(self, frame_faces: Sequence[Face]) -> list[int]:
+        """The track id of each face of the next frame."""
+        j = self.frames
+        self.frames += 1
+        live = {tid: seen for tid, seen in self.live.items() if j - seen[0] <= self.options.max_gap + 1}
+        pairs = sorted(((box_iou(last.box, f.box), -tid, k) for tid, (_, last) in live.items()
+                        for k, f in enumerate(frame_faces)), reverse=True)
+        taken: set[int] = set()
+        ids = [-1] * len(frame_faces)
+        for iou, neg_id, k in pairs:
+            tid = -neg_id
+            if iou < self.options.min_iou or tid in taken or ids[k] != -1:
+                continue
+            if self.same_person is not None and not self.same_person(live[tid][1], frame_faces[k]):
+                continue
+            taken.add(tid)
+            ids[k] = tid
+        for k, face in enumerate(frame_faces):
+            if ids[k] == -1:
+                ids[k] = len(self.first)
+                self.first.append(j)
+                self.last.append(j)
+                self.distances.append([])
+            tid = ids[k]
+            self.last[tid] = j
+            live[tid] = (j, face)
+            if self.reference is not None and self.distance is not None and face.embedding is not None:
+                self.distances[tid].append(self.distance(face, self.reference))
+        self.live = live
+        return ids
+
+    def median_distance(self, tid: int) -> float:
+        values = self.distances[tid]
+        return float(np.median(values)) if values else float("inf")
+
+
 def link_tracks(faces: Sequence[Sequence[Face]], options: TrackOptions,
                 same_person: Callable[[Face, Face], bool] | None = None) -> tuple[list[Track], list[list[int]]]:
-    """(tracks, track id of each detection per frame)."""
+    """(tracks, track id of each detection per frame), every track with all its faces."""
+    linker = TrackLinker(options, same_person)
     tracks: list[Track] = []
-    ids: list[list[int]] = []
+    ids = []
     for j, frame_faces in enumerate(faces):
-        live = [t for t in tracks if j - t.frames[-1] <= options.max_gap + 1]
-        pairs = sorted(((box_iou(t.last_box, f.box), -t.id, k) for t in live for k, f in enumerate(frame_faces)),
-                       reverse=True)
-        taken_tracks: set[int] = set()
-        frame_ids = [-1] * len(frame_faces)
-        by_id = {t.id: t for t in live}
-        for iou, neg_id, k in pairs:
-            track = by_id[-neg_id]
-            if iou < options.min_iou or track.id in taken_tracks or frame_ids[k] != -1:
-                continue
-            if same_person is not None and not same_person(track.faces[-1], frame_faces[k]):
-                continue
-            taken_tracks.add(track.id)
-            frame_ids[k] = track.id
-        for k, face in enumerate(frame_faces):
-            if frame_ids[k] == -1:
-                tracks.append(Track(len(tracks)))
-                frame_ids[k] = tracks[-1].id
-            track = tracks[frame_ids[k]]
-            track.frames.append(j)
-            track.faces.append(face)
+        frame_ids = linker.add(frame_faces)
+        for tid, face in zip(frame_ids, frame_faces, strict=True):
+            if tid == len(tracks):
+                tracks.append(Track(tid))
+            tracks[tid].frames.append(j)
+            tracks[tid].faces.append(face)
         ids.append(frame_ids)
     return tracks, ids
 
@@ -112,20 +150,29 @@ def _smoothed(track_frames: list[int], faces: list[Face], half: int) -> list[Fac
     return out
 
 
-def _median_distance(track: Track, reference: Face, distance: Callable[[Face, Face], float]) -> float:
-    values = [distance(f, reference) for f in track.faces if f.embedding is not None]
-    return float(np.median(values)) if values else float("inf")
-
-
 def track_selection(faces: Sequence[Sequence[Face]], options: FaceOptions, track: TrackOptions,
                     reference: Face | None = None, distance: Callable[[Face, Face], float] | None = None,
                     source_faces: Sequence[Face] | None = None) -> list[list[Face]]:
     """The faces to swap in each frame, decided per track (see the module doc). `faces`: every detected
     face of every frame of the video, in frame order, as the analyser returned them."""
-    kwargs = {"reference": reference, "source_faces": source_faces}
+    (chosen,) = select_by_tracks([len(faces)], lambda i: list(faces), options, track, reference=reference,
+                                 distance=distance, source_faces=source_faces)
+    return chosen
+
+
+def select_by_tracks(chunks: Sequence[int], load: Callable[[int], list[list[Face]]], options: FaceOptions,
+                     track: TrackOptions, reference: Face | None = None,
+                     distance: Callable[[Face, Face], float] | None = None,
+                     source_faces: Sequence[Face] | None = None) -> Iterator[list[list[Face]]]:
+    """`track_selection` of a video read chunk by chunk: `chunks` are the frame counts of its chunks in
+    order, `load(i)` gives chunk i's faces per frame. Yields each chunk's faces to swap, in order. Each
+    chunk is loaded twice (to link, then to decide) and at most a chunk and a few frames either side are
+    held at once, so a feature-length video needs no more memory than a clip. Every frame gets exactly
+    what deciding over the whole video at once gives: a frame's choice depends only on frames within
+    `max_gap + 1 + smoothing` of it, beyond the per-track facts the linking pass keeps."""
+    kwargs: dict[str, Any] = {"reference": reference, "source_faces": source_faces}
     if distance is not None:
         kwargs["distance"] = distance
-    per_frame = [select_faces(f, options, **kwargs) for f in faces]
     threshold = options.reference_distance
 
     def same_person(a: Face, b: Face) -> bool:
@@ -133,7 +180,34 @@ def track_selection(faces: Sequence[Sequence[Face]], options: FaceOptions, track
             return True
         return distance(a, b) < threshold
 
-    tracks, ids = link_tracks(faces, track, same_person)
+    by_reference = options.face_selector_mode == "reference" and reference is not None and distance is not None
+    linker = TrackLinker(track, same_person, reference if by_reference else None, distance)
+    ids: list[list[int]] = []
+    for i in range(len(chunks)):
+        ids += [linker.add(frame_faces) for frame_faces in load(i)]
+    chosen_ids = {tid for tid in range(len(linker.first)) if linker.median_distance(tid) < threshold} \
+        if by_reference else None
+    reach = track.max_gap + 1 + track.smoothing  # frames either side a frame's choice can depend on
+    window: list[list[Face]] = []  # faces of frames [low, low + len(window))
+    low = loaded = 0  # first frame in the window; chunks loaded into it
+    start = 0
+    for count in chunks:
+        end = start + count
+        while loaded < len(chunks) and low + len(window) < end + reach:
+            window += load(loaded)
+            loaded += 1
+        drop = max(0, start - reach - low)
+        window, low = window[drop:], low + drop
+        yield _decide(window, ids[low:low + len(window)], low, start, end, linker, chosen_ids, options, track,
+                      kwargs)
+        start = end
+
+
+def _decide(faces: list[list[Face]], ids: list[list[int]], low: int, start: int, end: int, linker: TrackLinker,
+            chosen_ids: set[int] | None, options: FaceOptions, track: TrackOptions,
+            kwargs: dict[str, Any]) -> list[list[Face]]:
+    """Steps 2-4 for frames [start, end) from the faces and track ids of frames [low, low + len(faces))."""
+    per_frame = [select_faces(f, options, **kwargs) for f in faces]
     chosen_at: dict[int, set[int]] = {}  # track id -> frames where the per-frame rule picks it
     for j, (frame_faces, frame_ids) in enumerate(zip(faces, ids, strict=True)):
         picked = {id(f) for f in per_frame[j]}
@@ -141,18 +215,22 @@ def track_selection(faces: Sequence[Sequence[Face]], options: FaceOptions, track
             if id(face) in picked:
                 chosen_at.setdefault(tid, set()).add(j)
     out: list[list[Face]] = [list(p) for p in per_frame]
-    by_reference = options.face_selector_mode == "reference" and reference is not None and distance is not None
-    if by_reference:  # decided per track: a blurred frame or a one-frame look-alike decides nothing
-        chosen_ids = {tr.id for tr in tracks if _median_distance(tr, reference, distance) < threshold}
+    if chosen_ids is not None:  # decided per track: a blurred frame or a one-frame look-alike decides nothing
         out = [[f for f, tid in zip(frame_faces, frame_ids, strict=True) if tid in chosen_ids]
                for frame_faces, frame_ids in zip(faces, ids, strict=True)]
-        chosen_at = {tid: set(tracks[tid].frames) for tid in chosen_ids}
-    for tr in tracks:
-        picked = chosen_at.get(tr.id)
+        chosen_at = {tid: {j for j, frame_ids in enumerate(ids) if tid in frame_ids}
+                     for tid in chosen_ids if any(tid in frame_ids for frame_ids in ids)}
+    tracks: dict[int, Track] = {}
+    for j, (frame_faces, frame_ids) in enumerate(zip(faces, ids, strict=True)):
+        for face, tid in zip(frame_faces, frame_ids, strict=True):
+            tracks.setdefault(tid, Track(tid)).frames.append(j)
+            tracks[tid].faces.append(face)
+    for tid in sorted(tracks):
+        tr, picked = tracks[tid], chosen_at.get(tid)
         if not picked:
             continue
-        if by_reference:
-            span = set(range(tr.frames[0], tr.frames[-1] + 1))  # that person, for all of the track
+        if chosen_ids is not None:  # that person, for all of the track
+            span = set(range(linker.first[tid] - low, linker.last[tid] - low + 1))
         else:  # the frames the rule picks it, and the gaps between them
             marks = sorted(picked)
             span = set(marks)
@@ -171,14 +249,14 @@ def track_selection(faces: Sequence[Sequence[Face]], options: FaceOptions, track
         if track.smoothing > 0:
             filled_faces = _smoothed(filled_frames, filled_faces, track.smoothing)
         for j, face in zip(filled_frames, filled_faces, strict=True):
-            if j not in span:
+            if j not in span or not start <= low + j < end:
                 continue
             current = out[j]
-            original = next((f for f, tid in zip(faces[j], ids[j], strict=False) if tid == tr.id), None)
+            original = next((f for f, t in zip(faces[j], ids[j], strict=False) if t == tid), None)
             if original is not None and any(f is original for f in current):
                 if track.smoothing > 0:
                     out[j] = [face if f is original else f for f in current]
                 continue
             # 'one' swaps one face: in a gap of the picked track that is the track's, not a stand-in
             out[j] = [face] if options.face_selector_mode == "one" else current + [face]
-    return out
+    return out[start - low:end - low]

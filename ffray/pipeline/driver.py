@@ -683,7 +683,7 @@ def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: Pi
     stage reads them. Deterministic: a rerun or a resumed job computes the same selection. Returns the
     videos that cannot be analysed: video key -> the failed chunk's row; the others go on. The pass's rows
     join `rows` (the report's "analysis" stage)."""
-    from ffray.faces.track import TrackOptions, track_selection
+    from ffray.faces.track import TrackOptions, select_by_tracks
     from ffray.pipeline.analysis_cache import AnalysisCache, FaceStore, needs_embeddings
     from ffray.pipeline.datasource import ChunkTask
 
@@ -708,19 +708,22 @@ def track_videos(job: PreparedJob, options: FaceOptions, tasks: list, config: Pi
     tracking = TrackOptions(max_gap=options.face_track_gap, smoothing=options.face_track_smoothing)
     for key in [k for k in keys if k not in failed]:
         video, plan = table.videos[key], job.plans[key]
-        faces = []
-        for c in plan:
+
+        def load(i: int, video=video, plan=plan, key=key) -> list:
+            c = plan[i]
             chunk_faces = cache.load(table.analysis_keys[key], c.id, c.end - c.start, embeddings)
             if chunk_faces is None:
                 raise ProcessingError(f"{video.uri}: the faces of chunk {c.index} could not be read back "
                                       f"from {cache.folder}")
-            faces += chunk_faces
+            return chunk_faces
+
         source = table.sources.get(video.source_key)
-        chosen = track_selection(faces, options, tracking, reference=video.reference, distance=job.distance,
-                                 source_faces=source.faces if source else None)
         store = FaceStore(join(job.ledgers[key].video_dir, "selection"))
-        for c in plan:
-            store.store("", c.id, chosen[c.start - plan[0].start:c.end - plan[0].start])
+        chosen = select_by_tracks([c.end - c.start for c in plan], load, options, tracking,
+                                  reference=video.reference, distance=job.distance,
+                                  source_faces=source.faces if source else None)
+        for c, chunk_chosen in zip(plan, chosen, strict=True):  # a chunk at a time: memory stays flat
+            store.store("", c.id, chunk_chosen)
         table.selections[key] = store.folder
     return failed
 

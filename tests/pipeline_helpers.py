@@ -54,7 +54,6 @@ def small_config(work_dir: Path, chunk_frames: int = 16, gpus=(0.25, 0.5, 0.25),
         writer=StageConfig(max_actors=2, num_gpus=0.0, num_cpus=0.5),
         providers=("cpu",),
         intra_op_threads=1,
-        wait_for_min_actors_s=120,
     )
     values.update(overrides)
     return PipelineConfig(**values)

@@ -228,11 +228,29 @@ def test_manifest_csv_and_jsonl(tmp_path):
 def test_gpu_stage_on_a_cluster_without_gpus_fails_fast():
     from ffray.pipeline.driver import check_placeable
 
+    cpu_node, gpu_node = {"CPU": 8.0}, {"CPU": 4.0, "GPU": 1.0}
     config = PipelineConfig(swapper=StageConfig(num_gpus=0.5)).resolved(cluster_gpus=0)
     with pytest.raises(InputError, match="--swapper-gpus 0.5: the Ray cluster has 0 GPUs"):
-        check_placeable(config, 0, with_enhancer=False)
-    check_placeable(PipelineConfig().resolved(cluster_gpus=0), 0, with_enhancer=True)  # auto -> CPU: fine
-    check_placeable(PipelineConfig().resolved(cluster_gpus=1), 1, with_enhancer=True)
+        check_placeable(config, [cpu_node], with_enhancer=False)
+    check_placeable(PipelineConfig().resolved(cluster_gpus=0), [cpu_node], with_enhancer=True)  # auto -> CPU: fine
+    check_placeable(PipelineConfig().resolved(cluster_gpus=1), [gpu_node], with_enhancer=True)
+
+
+def test_an_actor_no_single_node_can_hold_fails_fast():
+    """Pools start at once without waiting for each other, so an actor that fits no node is refused
+    before the job starts, not waited for: two half-GPU nodes cannot hold a whole-GPU swapper, and a
+    6-CPU enhancer needs a node with 6 CPUs, wherever the GPUs are."""
+    from ffray.pipeline.driver import check_placeable
+
+    halves = [{"CPU": 8.0, "GPU": 0.5}, {"CPU": 8.0, "GPU": 0.5}]
+    config = PipelineConfig(swapper=StageConfig(num_gpus=1.0, num_cpus=1.0)).resolved(cluster_gpus=1)
+    with pytest.raises(InputError, match=r"^--swapper-cpus 1: no node of the Ray cluster can hold a swapper actor "
+                                         r"\(1 CPUs and a 1 GPU share\); the largest has 8 CPUs and 0.5 GPUs$"):
+        check_placeable(config, halves, with_enhancer=False)
+    config = PipelineConfig(enhancer=StageConfig(num_cpus=6.0, num_gpus=0.0)).resolved(cluster_gpus=1)
+    with pytest.raises(InputError, match="--enhancer-cpus 6: .* the largest has 4 CPUs$"):
+        check_placeable(config, [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0}], with_enhancer=True)
+    check_placeable(config, [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 6.0}], with_enhancer=True)
 
 
 def test_demo_refuses_an_object_store_work_dir_for_its_local_files(capsys):

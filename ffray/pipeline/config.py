@@ -79,7 +79,11 @@ class PipelineConfig:
     model_cache_dir: str | None = None
     model_source: str | None = None
     commercial_only: bool = False  # refuse models whose licence forbids commercial use
-    wait_for_min_actors_s: float = 600.0  # fail instead of hanging when a pool cannot be placed
+    # > 0: each pool waits this long for its first actors before the next pool starts (Ray Data's
+    # wait_for_min_actors_s), failing instead of waiting on a cluster that cannot place them; <= 0 (the
+    # default): all pools start at once, their model loads overlap, and check_placeable has already
+    # refused actors no node can hold
+    wait_for_min_actors_s: float = -1
     overwrite: bool = False  # replace existing outputs this job did not write (never part of a video key)
     # seconds a chunk lease lasts unrenewed: how long a job waits for the chunks of a dead concurrent job
     # (ffray/pipeline/lease.py; never part of a video key)

@@ -557,7 +557,8 @@ def run_swap(requests: Sequence[VideoRequest], options: FaceOptions, config: Pip
                     cluster_gpus = float(resources.get("GPU", 0))
                     in_use = ("detector", "swapper", *(("enhancer",) if with_enhancer else ()), "writer")
                     effective = config.resolved(cluster_gpus, float(resources.get("CPU", 0)), in_use)
-                    check_placeable(effective, cluster_gpus, with_enhancer=with_enhancer)
+                    check_placeable(effective, [n["Resources"] for n in ray.nodes() if n.get("Alive")],
+                                    with_enhancer=with_enhancer)
                     table.execution = {s: _execution_kwargs(effective, s) for s in FACE_STAGES}
                     _configure_data_context(effective, quiet)
                     if not progress.quiet:
@@ -657,14 +658,25 @@ def chunk_failure(target: str, row: dict) -> str:
     return f"{target}: chunk {int(row['chunk_index'])} (frames {int(row['start'])}-{int(row['end']) - 1}): {problem}"
 
 
-def check_placeable(config: PipelineConfig, cluster_gpus: float, with_enhancer: bool) -> None:
-    """Fail now, with the flag to change, instead of waiting for actors that can never be placed."""
-    stages = ["detector", "swapper", *(["enhancer"] if with_enhancer else []), "writer"]
-    for name in stages:
-        share = config.stage(name).num_gpus or 0
-        if share > 0 and cluster_gpus < share:
-            raise InputError(f"--{name}-gpus {share:g}: the Ray cluster has {cluster_gpus:g} GPUs "
+def check_placeable(config: PipelineConfig, nodes: Sequence[dict], with_enhancer: bool) -> None:
+    """Fail now, with the flag to change, instead of waiting for actors that can never be placed: every
+    pool's actor (its CPUs and GPU share) must fit on one node. `nodes`: each alive node's resources.
+    The pools start together (Ray Data does not wait for one pool's actors before starting the next)."""
+    total_gpus = sum(float(n.get("GPU", 0)) for n in nodes)
+    for name in ["detector", "swapper", *(["enhancer"] if with_enhancer else []), "writer"]:
+        st = config.stage(name)
+        share, cpus = st.num_gpus or 0, st.num_cpus or 0
+        if share > 0 and total_gpus < share:
+            raise InputError(f"--{name}-gpus {share:g}: the Ray cluster has {total_gpus:g} GPUs "
                              f"(use --{name}-gpus 0 to run this stage on CPU)")
+        if not any(float(n.get("CPU", 0)) >= cpus and float(n.get("GPU", 0)) >= share for n in nodes):
+            largest = max(nodes, key=lambda n: (float(n.get("GPU", 0)) >= share, float(n.get("CPU", 0))),
+                          default={})
+            has = f"{float(largest.get('CPU', 0)):g} CPUs" + (f" and {float(largest.get('GPU', 0)):g} GPUs"
+                                                              if share > 0 else "")
+            wants = f"{cpus:g} CPUs" + (f" and a {share:g} GPU share" if share > 0 else "")
+            raise InputError(f"--{name}-cpus {cpus:g}: no node of the Ray cluster can hold a {name} actor "
+                             f"({wants}); the largest has {has}")
 
 
 def _execution_kwargs(config: PipelineConfig, stage: str) -> dict:

@@ -207,32 +207,30 @@ def _decide(faces: list[list[Face]], ids: list[list[int]], low: int, start: int,
             chosen_ids: set[int] | None, options: FaceOptions, track: TrackOptions,
             kwargs: dict[str, Any]) -> list[list[Face]]:
     """Steps 2-4 for frames [start, end) from the faces and track ids of frames [low, low + len(faces))."""
-    per_frame = [select_faces(f, options, **kwargs) for f in faces]
     chosen_at: dict[int, set[int]] = {}  # track id -> frames where the per-frame rule picks it
-    for j, (frame_faces, frame_ids) in enumerate(zip(faces, ids, strict=True)):
-        picked = {id(f) for f in per_frame[j]}
-        for face, tid in zip(frame_faces, frame_ids, strict=True):
-            if id(face) in picked:
-                chosen_at.setdefault(tid, set()).add(j)
-    out: list[list[Face]] = [list(p) for p in per_frame]
     if chosen_ids is not None:  # decided per track: a blurred frame or a one-frame look-alike decides nothing
         out = [[f for f, tid in zip(frame_faces, frame_ids, strict=True) if tid in chosen_ids]
                for frame_faces, frame_ids in zip(faces, ids, strict=True)]
-        chosen_at = {tid: {j for j, frame_ids in enumerate(ids) if tid in frame_ids}
-                     for tid in chosen_ids if any(tid in frame_ids for frame_ids in ids)}
+    else:
+        out = [list(select_faces(f, options, **kwargs)) for f in faces]
+        for j, (frame_faces, frame_ids) in enumerate(zip(faces, ids, strict=True)):
+            picked = {id(f) for f in out[j]}
+            for face, tid in zip(frame_faces, frame_ids, strict=True):
+                if id(face) in picked:
+                    chosen_at.setdefault(tid, set()).add(j)
     tracks: dict[int, Track] = {}
     for j, (frame_faces, frame_ids) in enumerate(zip(faces, ids, strict=True)):
         for face, tid in zip(frame_faces, frame_ids, strict=True):
             tracks.setdefault(tid, Track(tid)).frames.append(j)
             tracks[tid].faces.append(face)
     for tid in sorted(tracks):
-        tr, picked = tracks[tid], chosen_at.get(tid)
-        if not picked:
+        tr = tracks[tid]
+        if tid not in (chosen_ids if chosen_ids is not None else chosen_at):
             continue
         if chosen_ids is not None:  # that person, for all of the track
             span = set(range(linker.first[tid] - low, linker.last[tid] - low + 1))
         else:  # the frames the rule picks it, and the gaps between them
-            marks = sorted(picked)
+            marks = sorted(chosen_at[tid])
             span = set(marks)
             for a, b in zip(marks, marks[1:], strict=False):
                 if b - a - 1 <= track.max_gap:

@@ -366,7 +366,7 @@ def detect_rows(batch: dict[str, Any], analyser, table: JobTable, distance=None)
 
         if table.analyse_only and cached is not None:
             return {"faces": np.int64(sum(len(f) for f in cached)), "analysis_cache_hits": np.int64(1)}
-        if chosen_faces is None and cached is not None and not table.analyse_only:
+        if chosen_faces is None and cached is not None:
             chosen_faces = [select_faces(f, options, reference=video.reference, distance=dist,
                                          source_faces=source_faces) for f in cached]
         if chosen_faces is not None:  # decided before decoding (tracked, or cached faces): only patches to cut
